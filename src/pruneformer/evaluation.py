@@ -1,0 +1,41 @@
+"""Prediction and scoring on a tokenized split, batched with dynamic padding."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .metrics import compute_metrics
+
+Collator = Callable[[list[dict]], dict[str, torch.Tensor]]
+
+
+def iterate_batches(examples: Sequence[dict], order: Sequence[int], batch_size: int, collator: Collator):
+    """Yield collated batches of ``examples`` in ``order``."""
+    for start in range(0, len(order), batch_size):
+        yield collator([examples[i] for i in order[start : start + batch_size]])
+
+
+@torch.no_grad()
+def predict(model: nn.Module, dataset, collator: Collator, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """Logits (or regression outputs) and labels for every example of ``dataset``, in order."""
+    was_training = model.training
+    model.eval()
+    examples = dataset.to_list() if hasattr(dataset, "to_list") else list(dataset)
+    device = next(model.parameters()).device
+    logits, labels = [], []
+    for batch in iterate_batches(examples, range(len(examples)), batch_size, collator):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        labels.append(batch.pop("labels").cpu().numpy())
+        logits.append(model(**batch).logits.float().cpu().numpy())
+    model.train(was_training)
+    return np.concatenate(logits), np.concatenate(labels)
+
+
+def evaluate(model: nn.Module, dataset, collator: Collator, metrics: Sequence[str], batch_size: int = 128) -> dict[str, float]:
+    """The task's metrics on ``dataset``."""
+    preds, labels = predict(model, dataset, collator, batch_size)
+    return compute_metrics(list(metrics), preds, labels)

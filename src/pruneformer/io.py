@@ -1,0 +1,66 @@
+"""Saving and loading pruned models in the Hugging Face layout (safetensors), with their pattern.
+
+A pruned model is an ordinary ``save_pretrained`` directory: plain ``transformers`` loads it. The pattern,
+method and targeted layers are recorded twice: in ``config.json`` under ``pruneformer`` (travels with the
+model) and in ``pruning.json`` beside it (easy to read without loading anything).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import __version__
+from .errors import CheckpointError, ModelError
+
+PRUNING_FILE = "pruning.json"
+
+
+def save_pruned_model(model: nn.Module, tokenizer: Any, directory: str | Path, info: dict[str, Any]) -> Path:
+    """Write model (safetensors), tokenizer and pruning metadata to ``directory``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    record = {"pruneformer_version": __version__, **info}
+    model.config.pruneformer = {k: record[k] for k in ("pattern", "method", "targets") if k in record}
+    model.save_pretrained(directory, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(directory)
+    (directory / PRUNING_FILE).write_text(json.dumps(record, indent=2))
+    return directory
+
+
+def read_pruning_info(directory: str | Path) -> dict[str, Any] | None:
+    """The pruning record of a saved model, or None for a model pruneformer did not prune."""
+    path = Path(directory) / PRUNING_FILE
+    if path.is_file():
+        return json.loads(path.read_text())
+    config = Path(directory) / "config.json"
+    if config.is_file():
+        return json.loads(config.read_text()).get("pruneformer")
+    return None
+
+
+def load_pruned_model(directory: str | Path) -> tuple[nn.Module, Any, dict[str, Any] | None]:
+    """Load a saved (pruned or dense) classifier, its tokenizer and its pruning record, offline."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from .models import read_model_type, resolve_model_path
+
+    path = resolve_model_path(directory)
+    read_model_type(path)
+    weights = list(path.glob("*.safetensors"))
+    if not weights:
+        raise ModelError(f"{path} has no .safetensors weights.",
+                         "pruneformer loads safetensors only; re-save the model with save_pretrained()")
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except Exception as exc:  # noqa: BLE001 - safetensors and transformers raise many kinds
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"Cannot load the model in {path}: {first}",
+                              "the files are corrupt or incomplete; save or copy the model again") from exc
+    return model, tokenizer, read_pruning_info(path)

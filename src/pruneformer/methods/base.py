@@ -1,0 +1,103 @@
+"""The one lifecycle every pruning method shares.
+
+Shaped like torch.ao's sparsifiers and llm-compressor's modifiers so a user can drive any method from
+their own training loop, and so pruneformer's own loop never needs to know which method it runs::
+
+    method.attach(model, targets)
+    for batch in data:
+        method.before_forward(step)
+        loss = model(**batch).loss
+        extra = method.loss_term(step)          # None for most methods
+        (loss + extra if extra is not None else loss).backward()
+        method.after_backward(step)             # edit gradients (masking, ADMM penalty, SR-STE)
+        optimizer.step()
+        method.after_optimizer_step(step)       # ADMM Z/U update, keep pruned weights at zero
+    masks = method.finalize()                   # hard-prune: weights now satisfy the pattern
+
+Methods hold tensors only (masks, ADMM's Z and U); they never open files or own the optimizer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, ClassVar, Iterator, Mapping
+
+import torch
+from torch import nn
+
+from ..patterns import Pattern, compute_masks, parse_pattern
+from ..targets import Target
+
+
+class PruningMethod:
+    """Base class: no-op hooks, the bookkeeping of targets, and mask application helpers."""
+
+    name: ClassVar[str] = "base"
+    #: False for one-shot methods: the training loop is skipped for them.
+    trains: ClassVar[bool] = True
+
+    def __init__(self, pattern: Pattern | str) -> None:
+        self.pattern = parse_pattern(pattern) if isinstance(pattern, str) else pattern
+        self.targets: list[Target] = []
+        self.history: list[dict[str, Any]] = []
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def attach(self, model: nn.Module, targets: list[Target]) -> None:
+        """Bind to the model's target Linears; checks the pattern fits every one of them."""
+        for target in targets:
+            self.pattern.check_shape(target.shape, target.name)
+        self.model = model
+        self.targets = list(targets)
+
+    def before_forward(self, step: int) -> None:
+        """Called before each training forward pass."""
+
+    def loss_term(self, step: int) -> torch.Tensor | None:
+        """An extra loss to add to the task loss at this step (None: nothing)."""
+        return None
+
+    def after_backward(self, step: int) -> None:
+        """Called after ``loss.backward()``, before gradient clipping and the optimizer step."""
+
+    def after_optimizer_step(self, step: int) -> None:
+        """Called after ``optimizer.step()``."""
+
+    def end_epoch(self, epoch: int) -> None:
+        """Called at the end of every training epoch."""
+
+    def finalize(self) -> dict[str, torch.Tensor]:
+        """Hard-prune the targets to the pattern and return their boolean masks by layer name."""
+        masks = self.current_masks()
+        self.apply_masks(masks)
+        return masks
+
+    @contextlib.contextmanager
+    def eval_weights(self) -> Iterator[None]:
+        """Weights to evaluate with during training (default: the weights as they are)."""
+        yield
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume this method exactly (tensors and plain values)."""
+        return {"history": list(self.history)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.history = list(state.get("history", []))
+
+    # -- helpers shared by the methods -------------------------------------------------------------
+    @property
+    def weights(self) -> list[torch.Tensor]:
+        return [t.module.weight for t in self.targets]
+
+    @property
+    def names(self) -> list[str]:
+        return [t.name for t in self.targets]
+
+    def current_masks(self) -> dict[str, torch.Tensor]:
+        """Masks of the exact projection of the current weights onto the pattern."""
+        with torch.no_grad():
+            return compute_masks(self.pattern, {t.name: t.module.weight for t in self.targets})
+
+    @torch.no_grad()
+    def apply_masks(self, masks: Mapping[str, torch.Tensor]) -> None:
+        for target in self.targets:
+            target.module.weight.mul_(masks[target.name].to(target.module.weight.dtype))

@@ -1,0 +1,91 @@
+"""Run reports: ``report.json`` (everything), ``report.md`` (tables) and ``training_curves.png``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
+    return head + "".join("| " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |\n" for r in rows)
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    lines = [f"# pruneformer report: {report['method']} {report['pattern']}", ""]
+    lines += [f"- model: `{report['model']}`", f"- task: {report['task']['name']} "
+              f"(train {report['data_sizes']['train']}, dev {report['data_sizes']['dev']}, "
+              f"test {report['data_sizes'].get('test', 0)})", f"- seed: {report['seed']}",
+              f"- overall sparsity of targeted layers: {report['overall_sparsity']:.4f}",
+              f"- every targeted layer satisfies {report['pattern']}: {report['all_layers_satisfy_pattern']}", ""]
+    lines += ["## Dense vs pruned", ""]
+    rows = []
+    for split in ("dev", "test"):
+        for name, value in report["dense"].get(split, {}).items():
+            pruned = report["pruned"].get(split, {}).get(name)
+            rows.append({"split": split, "metric": name, "dense": value, "pruned": pruned,
+                         "delta": (pruned - value) if pruned is not None else ""})
+    lines += [markdown_table(rows, ["split", "metric", "dense", "pruned", "delta"]), ""]
+    lines += ["## Phases", ""]
+    lines += [markdown_table([{"phase": p["name"], "steps": p["steps"], "wall time (s)": p["wall_time_s"],
+                               "mean step (s)": p["mean_step_time_s"]} for p in report["phases"]],
+                             ["phase", "steps", "wall time (s)", "mean step (s)"]), ""]
+    if report.get("admm_step_time_ratio"):
+        lines += [f"ADMM step time / dense step time: {report['admm_step_time_ratio']:.3f}", ""]
+    residuals = [h for p in report["phases"] if p["name"].endswith("admm") for h in p["method_history"]]
+    if residuals:
+        lines += ["## ADMM residuals per Z/U update", "",
+                  markdown_table(residuals, ["update", "step", "rho", "primal_residual", "dual_residual"]), ""]
+    lines += ["## Per-layer sparsity", "",
+              markdown_table(report["layers"], ["layer", "shape", "sparsity", "satisfies_pattern"]), ""]
+    return "\n".join(lines)
+
+
+def plot_curves(report: dict[str, Any], path: Path) -> None:
+    """Loss per phase against global step, and ADMM primal residual per update (log scale)."""
+    residuals = [h for p in report["phases"] if p["name"].endswith("admm") for h in p["method_history"]]
+    fig, axes = plt.subplots(1, 2 if residuals else 1, figsize=(11 if residuals else 6, 4), squeeze=False)
+    ax = axes[0][0]
+    offset = 0
+    for phase in report["phases"]:
+        curve = phase["loss_curve"]
+        if curve:
+            ax.plot([offset + s for s, _ in curve], [v for _, v in curve], label=phase["name"])
+        offset += phase["steps"]
+    ax.set(xlabel="optimizer step", ylabel="training loss", title="Training loss by phase")
+    ax.legend()
+    if residuals:
+        ax = axes[0][1]
+        ax.semilogy([h["update"] for h in residuals], [max(h["primal_residual"], 1e-12) for h in residuals],
+                    marker="o", label="primal ||W-Z||/||W||")
+        dual = [(h["update"], h["dual_residual"]) for h in residuals if h["dual_residual"] > 0]
+        if dual:
+            ax.semilogy(*zip(*dual), marker="x", label="dual rho||Z-Z'||/||W||")
+        ax.set(xlabel="Z/U update", ylabel="residual", title="ADMM residuals")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(report: dict[str, Any], directory: str | Path) -> dict[str, Path]:
+    """Write the JSON, Markdown and PNG forms of ``report`` into ``directory``."""
+    directory = Path(directory)
+    paths = {"json": directory / "report.json", "markdown": directory / "report.md",
+             "plot": directory / "training_curves.png"}
+    paths["json"].write_text(json.dumps(report, indent=2, default=str))
+    paths["markdown"].write_text(render_markdown(report))
+    plot_curves(report, paths["plot"])
+    return paths

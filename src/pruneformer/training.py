@@ -1,0 +1,197 @@
+"""The training loop: one phase of fine-tuning driven through a method's lifecycle hooks.
+
+The loop knows nothing about which method it runs. It owns the optimizer, the LR schedule, the data order,
+distillation, checkpoints (every ``checkpoint_every`` steps, atomic) and resume. The data order of each
+epoch comes from a generator seeded with (seed, epoch), so a resumed run sees exactly the batches the
+uninterrupted run would have seen, and with the RNG state restored it ends with the same weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from .distill import Distiller
+from .errors import DivergenceError
+from .evaluation import Collator, evaluate
+from .methods.base import PruningMethod
+
+
+@dataclass
+class TrainSettings:
+    """Optimisation settings of one phase (the recipe fills these in)."""
+
+    epochs: float = 1.0
+    lr: float = 5e-5
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    max_grad_norm: float | None = 1.0
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 200
+    eval_each_epoch: bool = True
+    progress: bool = True
+
+
+@dataclass
+class PhaseResult:
+    """What a phase did: its curves and timings, for the report."""
+
+    name: str
+    steps: int = 0
+    wall_time_s: float = 0.0
+    mean_step_time_s: float = 0.0
+    loss_curve: list[tuple[int, float]] = field(default_factory=list)
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    method_history: list[dict[str, Any]] = field(default_factory=list)
+    resumed_from_step: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=generator).tolist()
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with no weight decay on biases and LayerNorm weights (the BERT fine-tuning default)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def train_phase(
+    model: nn.Module,
+    train_dataset,
+    collator: Collator,
+    settings: TrainSettings,
+    *,
+    name: str = "train",
+    method: PruningMethod | None = None,
+    distiller: Distiller | None = None,
+    dev_dataset=None,
+    metrics: Sequence[str] = ("accuracy",),
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    callbacks: Sequence[Callable[[int, float], None]] = (),
+) -> PhaseResult:
+    """Fine-tune ``model`` for ``settings.epochs`` epochs, calling ``method``'s hooks around each step."""
+    examples = train_dataset.to_list() if hasattr(train_dataset, "to_list") else list(train_dataset)
+    steps_per_epoch = math.ceil(len(examples) / settings.batch_size)
+    total_steps = max(1, math.ceil(settings.epochs * steps_per_epoch))
+    device = next(model.parameters()).device
+    optimizer = make_optimizer(model, settings.lr, settings.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, int(settings.warmup_ratio * total_steps), total_steps
+    )
+    result = PhaseResult(name=name)
+    start_step = 0
+    elapsed_before = 0.0
+    found = find_checkpoint(checkpoint_dir) if (resume and checkpoint_dir) else None
+    if found is not None:
+        method_state, trainer_state = load_checkpoint(found, model, optimizer, scheduler)
+        if method is not None:
+            method.load_state_dict(method_state)
+        start_step = int(trainer_state["step"])
+        elapsed_before = float(trainer_state.get("elapsed", 0.0))
+        result.loss_curve = [tuple(x) for x in trainer_state.get("loss_curve", [])]
+        result.evals = list(trainer_state.get("evals", []))
+        result.resumed_from_step = start_step
+    else:
+        torch.manual_seed(settings.seed)
+
+    model.train()
+    step_times: list[float] = []
+    running, running_n = 0.0, 0
+    started = time.perf_counter()
+    bar = tqdm(total=total_steps, initial=start_step, desc=name, disable=not settings.progress,
+               dynamic_ncols=True, leave=False)
+    order: list[int] = []
+    order_epoch = -1
+    for step in range(start_step, total_steps):
+        epoch, index = divmod(step, steps_per_epoch)
+        if epoch != order_epoch:
+            order, order_epoch = _epoch_order(len(examples), settings.seed, epoch), epoch
+        ids = order[index * settings.batch_size : (index + 1) * settings.batch_size]
+        batch = {k: v.to(device) for k, v in collator([examples[i] for i in ids]).items()}
+
+        t0 = time.perf_counter()
+        if method is not None:
+            method.before_forward(step)
+        out = model(**batch, output_hidden_states=bool(distiller and distiller.needs_hidden_states))
+        loss = distiller.loss(out, batch) if distiller is not None else out.loss
+        extra = method.loss_term(step) if method is not None else None
+        if extra is not None:
+            loss = loss + extra
+        if not torch.isfinite(loss):
+            where = f" (last good checkpoint: {checkpoint_dir})" if checkpoint_dir else ""
+            raise DivergenceError(
+                f"Training loss became {loss.item()} at step {step} of phase '{name}'{where}.",
+                "lower the learning rate (--lr), or rho for ADMM (--rho), then --resume",
+            )
+        loss.backward()
+        if method is not None:
+            method.after_backward(step)
+        if settings.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if method is not None:
+            method.after_optimizer_step(step)
+        step_times.append(time.perf_counter() - t0)
+
+        value = float(loss.detach())
+        running, running_n = running + value, running_n + 1
+        if (step + 1) % settings.log_every == 0 or step + 1 == total_steps:
+            result.loss_curve.append((step + 1, running / running_n))
+            bar.set_postfix(loss=f"{running / running_n:.4f}")
+            running, running_n = 0.0, 0
+        bar.update(1)
+        end_of_epoch = (step + 1) % steps_per_epoch == 0 or step + 1 == total_steps
+        if end_of_epoch:
+            if method is not None:
+                method.end_epoch(epoch)
+            if settings.eval_each_epoch and dev_dataset is not None:
+                context = method.eval_weights() if method is not None else contextlib.nullcontext()
+                with context:
+                    scores = evaluate(model, dev_dataset, collator, metrics, settings.eval_batch_size)
+                model.train()
+                result.evals.append({"step": step + 1, "epoch": (step + 1) / steps_per_epoch, **scores})
+        for callback in callbacks:
+            callback(step + 1, value)
+        if checkpoint_dir and settings.checkpoint_every and (step + 1) % settings.checkpoint_every == 0 \
+                and step + 1 < total_steps:
+            save_checkpoint(
+                checkpoint_dir, model, optimizer, scheduler,
+                method.state_dict() if method is not None else None,
+                {"step": step + 1, "elapsed": elapsed_before + time.perf_counter() - started,
+                 "loss_curve": result.loss_curve, "evals": result.evals},
+            )
+    bar.close()
+    result.steps = total_steps
+    result.wall_time_s = elapsed_before + time.perf_counter() - started
+    warm = step_times[3:] or step_times
+    result.mean_step_time_s = sum(warm) / len(warm) if warm else 0.0
+    if method is not None:
+        result.method_history = list(method.history)
+    return result
+

@@ -1,0 +1,89 @@
+"""Shared fixtures: a tiny random BERT saved as a local model directory, and a tiny text task.
+
+Everything is built in seconds with nothing downloaded; the tiny task is learnable (the label is whether
+a sentence contains a "good" word), so tests can check that training moves the metric.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+GOOD = ["good", "great", "fine", "superb", "lovely", "brilliant"]
+BAD = ["bad", "awful", "poor", "dull", "boring", "terrible"]
+FILLER = ["the", "movie", "film", "was", "plot", "acting", "a", "really", "story", "and", "it", "very"]
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + GOOD + BAD + FILLER
+
+
+def make_tiny_model_dir(directory: Path, num_labels: int = 2, model_type: str = "bert") -> Path:
+    """Save a random tiny BERT-family classifier (hidden 64, 2 layers, 4 heads, FFN 128) and tokenizer."""
+    from transformers import (BertConfig, BertForSequenceClassification, BertTokenizerFast, DistilBertConfig,
+                              DistilBertForSequenceClassification)
+
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = directory / "vocab.txt"
+    vocab.write_text("\n".join(VOCAB) + "\n")
+    torch.manual_seed(0)
+    if model_type == "distilbert":
+        config = DistilBertConfig(vocab_size=len(VOCAB), dim=64, n_layers=2, n_heads=4, hidden_dim=128,
+                                  max_position_embeddings=64, num_labels=num_labels)
+        model = DistilBertForSequenceClassification(config)
+    else:
+        config = BertConfig(vocab_size=len(VOCAB), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                            intermediate_size=128, max_position_embeddings=64, num_labels=num_labels)
+        model = BertForSequenceClassification(config)
+    model.save_pretrained(directory)
+    BertTokenizerFast(vocab=str(vocab), do_lower_case=True).save_pretrained(directory)
+    return directory
+
+
+def make_tiny_task(path: Path, n: int, seed: int = 0) -> Path:
+    """A CSV with 'text' and string 'label' columns: positive iff a GOOD word is present."""
+    rng = random.Random(seed)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        for _ in range(n):
+            positive = rng.random() < 0.5
+            words = rng.sample(FILLER, 5) + [rng.choice(GOOD if positive else BAD)]
+            rng.shuffle(words)
+            writer.writerow([" ".join(words), "pos" if positive else "neg"])
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_task(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny-task")
+    return {"train": make_tiny_task(root / "train.csv", 256, seed=1), "dev": make_tiny_task(root / "dev.csv", 64, seed=2)}
+
+
+@pytest.fixture
+def tiny_recipe(tiny_model_dir, tiny_task, tmp_path):
+    """A fast recipe on the tiny model and task: builds a Recipe with overrides."""
+    from pruneformer.recipe import build_recipe
+
+    def make(**overrides):
+        base = {
+            "model": str(tiny_model_dir), "output_dir": str(tmp_path / "run"), "seed": 0,
+            "data": {"source": str(tiny_task["train"]), "dev_file": str(tiny_task["dev"]), "max_length": 16},
+            "train": {"batch_size": 16, "log_every": 2, "checkpoint_every": 4, "warmup_ratio": 0.0},
+            "dense": {"epochs": 6.0, "lr": 1e-3},
+            "prune": {"method": "admm", "pattern": "2:4", "epochs": 2.0, "lr": 1e-3},
+            "admm": {"interval": 4, "rho": 0.05, "penalty": "decoupled", "epochs": 1.5},
+        }
+        return build_recipe(base, overrides)
+
+    return make
