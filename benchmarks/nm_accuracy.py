@@ -29,12 +29,13 @@ from pruneformer.recipe import build_recipe
 HERE = Path(__file__).resolve().parent
 METHODS = ["dense", "magnitude", "magnitude-retrain", "srste", "admm", "admm-srste"]
 PATTERNS = ["2:4", "1:4", "4:8"]
-#: preset -> (max_train, max_eval, dense epochs, pruning budget in epochs, ADMM Z/U interval in steps, seeds)
+#: preset -> data sizes, dense fine-tune, pruning budget (epochs, shared by every retraining method), lr,
+#: ADMM Z/U interval (steps) and seeds. "standard" is the peer-toolkit setting of shared/offline-assets.md.
 PRESETS = {
-    "smoke": dict(max_train=256, max_eval=200, dense_epochs=1.0, budget=1.0, interval=2, seeds=[0]),
-    "quick": dict(max_train=2000, max_eval=1000, dense_epochs=1.0, budget=1.0, interval=4, seeds=[0, 1, 2]),
-    "standard": dict(max_train=8000, max_eval=1000, dense_epochs=1.0, budget=1.0, interval=16, seeds=[0, 1, 2]),
-    "full": dict(max_train=None, max_eval=None, dense_epochs=1.0, budget=2.0, interval=30, seeds=[0, 1, 2]),
+    "smoke": dict(max_train=256, max_eval=200, dense_epochs=1.0, lr=1e-4, budget=1.0, interval=2, seeds=[0]),
+    "quick": dict(max_train=2000, max_eval=1000, dense_epochs=2.0, lr=1e-4, budget=1.0, interval=4, seeds=[0, 1, 2]),
+    "standard": dict(max_train=8000, max_eval=1000, dense_epochs=1.0, lr=5e-5, budget=1.0, interval=16, seeds=[0, 1, 2]),
+    "full": dict(max_train=None, max_eval=None, dense_epochs=1.0, lr=5e-5, budget=2.0, interval=30, seeds=[0, 1, 2]),
 }
 
 
@@ -46,8 +47,8 @@ def base_recipe(preset: dict, seed: int, out: Path, args) -> dict:
     return {
         "model": "embedded", "seed": seed, "output_dir": str(out),
         "data": {"source": "embedded", "max_length": 64, "max_train": preset["max_train"], "max_eval": preset["max_eval"]},
-        "dense": {"epochs": preset["dense_epochs"], "lr": 5e-5},
-        "prune": {"epochs": preset["budget"], "lr": args.lr},
+        "dense": {"epochs": preset["dense_epochs"], "lr": preset["lr"]},
+        "prune": {"epochs": preset["budget"], "lr": args.lr or preset["lr"]},
         "admm": {"interval": preset["interval"], "rho": args.rho, "rho_schedule": args.rho_schedule,
                  "rho_max": args.rho_max, "penalty": args.penalty},
         "distill": {"enabled": args.distill},
@@ -55,11 +56,12 @@ def base_recipe(preset: dict, seed: int, out: Path, args) -> dict:
     }
 
 
-def run_one(preset: dict, seed: int, method: str, pattern: str, root: Path, args) -> dict:
-    dense_dir = root / f"seed{seed}" / "dense"
-    out = root / f"seed{seed}" / ("dense" if method == "dense" else f"{method}-{pattern.replace(':', 'of')}")
+def run_one(preset: dict, seed: int, method: str, pattern: str, root: Path, dense_root: Path, args) -> dict:
+    """One pruning run; every variant of a preset reuses the preset's dense model of that seed."""
+    dense_dir = dense_root / f"seed{seed}" / "dense"
+    out = dense_dir if method == "dense" else root / f"seed{seed}" / f"{method}-{pattern.replace(':', 'of')}"
     recipe = base_recipe(preset, seed, out, args)
-    recipe["prune"].update(method=method, pattern=pattern)
+    recipe["prune"].update(method=method, pattern="2:4" if method == "dense" else pattern)
     if method != "dense":
         recipe["dense"].update(epochs=0.0, checkpoint=str(dense_dir / "model"))
     resume = (out / "run_state.json").is_file()
@@ -127,7 +129,7 @@ def summarise(records: list[dict], preset_name: str, preset: dict, timing: dict 
         return f"{100 * statistics.mean(values):.2f} ± {100 * sd:.2f}"
 
     lines = [f"Preset `{preset_name}` (train {preset['max_train'] or 'all'}, dev/test {preset['max_eval'] or 'all'}, "
-             f"dense {preset['dense_epochs']} epoch, pruning budget {preset['budget']} epoch(s), ADMM interval "
+             f"dense {preset['dense_epochs']} epoch(s), lr {args.lr or preset['lr']}, pruning budget {preset['budget']} epoch(s), ADMM interval "
              f"{preset['interval']} steps, rho {args.rho} {args.rho_schedule} (max {args.rho_max}), penalty "
              f"{args.penalty}, distill {args.distill}); seeds {sorted({r['seed'] for r in records})}; {hardware()}.",
              "", "Accuracy (%) on the held-out test split, mean ± std over seeds (dev in brackets):", "",
@@ -151,7 +153,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="*", help="override the preset's seeds")
     parser.add_argument("--patterns", nargs="*", default=PATTERNS)
     parser.add_argument("--methods", nargs="*", default=METHODS)
-    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--lr", type=float, default=None, help="pruning-phase lr (default: the preset's)")
     parser.add_argument("--rho", type=float, default=1e-3)
     parser.add_argument("--rho-schedule", default="geometric")
     parser.add_argument("--rho-max", type=float, default=0.1)
@@ -177,12 +179,12 @@ def main() -> None:
             if (seed, method, pattern) in done:
                 continue
             print(f"[seed {seed}] {method} {pattern}", flush=True)
-            record = run_one(preset, seed, method, pattern, root, args)
+            record = run_one(preset, seed, method, pattern, root, Path(args.work_dir) / args.preset, args)
             records.append(record)
             with log_path.open("a") as handle:
                 handle.write(json.dumps(record) + "\n")
             print(f"    -> dev {record['dev']:.4f} test {record['test']:.4f}", flush=True)
-    timing = None if args.no_timing else step_time_ratio(root, preset)
+    timing = None if args.no_timing else step_time_ratio(Path(args.work_dir) / args.preset, preset)
     markdown, payload = summarise(records, name, preset, timing, args)
     (results / f"nm_accuracy-{name}.md").write_text(markdown)
     (results / f"nm_accuracy-{name}.json").write_text(json.dumps(payload, indent=2))

@@ -197,3 +197,12 @@ def test_admm_decoupled_penalty_is_the_exact_proximal_step():
     for t, w, z, u in zip(targets, before, method.Z, method.U):
         # argmin_x rho/2 ||x - z + u||^2 + 1/2 ||x - w||^2
         torch.testing.assert_close(t.module.weight.detach(), (w + 0.25 * (z - u)) / 1.25)
+
+
+def test_admm_rescales_the_scaled_dual_when_rho_grows():
+    model, targets = make_stack()
+    method = ADMMPruner("2:4", rho=0.1, rho_schedule="geometric", rho_factor=2.0, rho_max=1.0, interval=1000)
+    method.attach(model, targets)
+    method.update_auxiliaries()  # U = W - Z, then rho 0.1 -> 0.2 and U halves
+    for t, z, u in zip(targets, method.Z, method.U):
+        torch.testing.assert_close(u * 0.2, (t.module.weight.detach() - z) * 0.1)

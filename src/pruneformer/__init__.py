@@ -1,3 +1,30 @@
-"""pruneformer: prune pretrained transformers into hardware-friendly sparse models."""
+"""pruneformer: prune pretrained transformers into hardware-friendly sparse models.
+
+The Python API, for use in your own training loop::
+
+    from pruneformer import ADMMPruner, resolve_targets
+    pruner = ADMMPruner("2:4", rho=1e-3, interval=30)
+    pruner.attach(model, resolve_targets(model))
+    ...  # call its hooks around each step, then pruner.finalize()
+
+and the whole pipeline (what ``pruneformer prune`` runs): :func:`pruneformer.pipeline.run`.
+"""
 
 __version__ = "0.1.0"
+
+from .errors import PruneformerError  # noqa: E402
+from .io import load_pruned_model, save_pruned_model  # noqa: E402
+from .methods import (  # noqa: E402
+    ADMMPruner,
+    MagnitudePruner,
+    MaskedFineTuner,
+    PruningMethod,
+    SRSTEPruner,
+)
+from .patterns import compute_masks, parse_pattern  # noqa: E402
+from .targets import resolve_targets  # noqa: E402
+
+__all__ = [
+    "ADMMPruner", "MagnitudePruner", "MaskedFineTuner", "PruneformerError", "PruningMethod", "SRSTEPruner",
+    "compute_masks", "load_pruned_model", "parse_pattern", "resolve_targets", "save_pruned_model",
+]

@@ -25,7 +25,7 @@ from .data import DataBundle, load_data, tokenize_bundle
 from .distill import Distiller
 from .errors import PruneformerError, RecipeError
 from .evaluation import evaluate
-from .io import save_pruned_model
+from .io import read_pruning_info, save_pruned_model
 from .methods import ADMMPruner, MagnitudePruner, MaskedFineTuner, PruningMethod, SRSTEPruner
 from .models import load_classifier
 from .patterns import parse_pattern
@@ -104,7 +104,7 @@ def _settings(recipe: Recipe, epochs: float, lr: float, progress: bool) -> Train
     return TrainSettings(epochs=epochs, lr=lr, batch_size=t.batch_size, eval_batch_size=t.eval_batch_size,
                          weight_decay=t.weight_decay, warmup_ratio=t.warmup_ratio, max_grad_norm=t.max_grad_norm,
                          seed=recipe.seed, log_every=t.log_every, checkpoint_every=t.checkpoint_every,
-                         progress=progress)
+                         group_by_length=t.group_by_length, progress=progress)
 
 
 class RunState:
@@ -173,18 +173,25 @@ def run(recipe: Recipe, resume: bool = False, progress: bool = True,
         phases.append(PhaseResult(**dense_done["phase"]))
         dense_scores = dense_done["scores"]
     else:
+        signature = data_signature(recipe)
         if recipe.dense.checkpoint is None and recipe.dense.epochs > 0:
             phase = train_phase(model, tokenized.train, collator,
                                 _settings(recipe, recipe.dense.epochs, recipe.dense.lr, progress),
                                 name="dense", dev_dataset=tokenized.dev, metrics=task.metrics,
                                 checkpoint_dir=out / "checkpoints" / "dense", resume=resume, callbacks=callbacks)
-            save_pruned_model(model, tokenizer, dense_dir, {"method": "dense", "pattern": None, "task": task.to_dict()})
         else:
             phase = PhaseResult("dense")  # reused checkpoint (or no dense epochs): nothing trained here
         phases.append(phase)
-        t1 = time.perf_counter()
-        dense_scores = scores()
-        wall["eval_dense"] = time.perf_counter() - t1
+        known = read_pruning_info(recipe.dense.checkpoint) if recipe.dense.checkpoint else None
+        if known and known.get("data_signature") == signature and known.get("scores"):
+            dense_scores = known["scores"]  # the checkpoint was scored on exactly this data already
+        else:
+            t1 = time.perf_counter()
+            dense_scores = scores()
+            wall["eval_dense"] = time.perf_counter() - t1
+        if phase.steps:
+            save_pruned_model(model, tokenizer, dense_dir, {"method": "dense", "pattern": None, "task": task.to_dict(),
+                                                            "scores": dense_scores, "data_signature": signature})
         save_model(model, str(out / "checkpoints" / "dense.safetensors"))
         state.mark("dense", {"phase": phase.to_dict(), "scores": dense_scores})
     wall["dense"] = phases[0].wall_time_s
@@ -259,6 +266,11 @@ def run(recipe: Recipe, resume: bool = False, progress: bool = True,
     log(f"dense vs pruned dev {primary}: {dense_scores['dev'][primary]:.4f} -> {pruned_scores['dev'][primary]:.4f}"
         f"  (report: {out / 'report.md'})")
     return report
+
+
+def data_signature(recipe: Recipe) -> str:
+    """What the dense scores depend on: the data settings and the split seed."""
+    return json.dumps({"data": recipe.data.model_dump(mode="json"), "seed": recipe.seed}, sort_keys=True)
 
 
 def _summary(scores: dict[str, dict[str, float]]) -> str:

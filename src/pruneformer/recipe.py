@@ -50,6 +50,7 @@ class TrainConfig(_Strict):
     max_grad_norm: float | None = Field(1.0, gt=0)
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(100, ge=1, description="optimizer steps between resumable checkpoints")
+    group_by_length: bool = Field(True, description="batch sentences of similar length (less padding, faster)")
 
 
 class DenseConfig(_Strict):
@@ -139,8 +140,10 @@ def _one_line(exc: ValidationError) -> RecipeError:
     if err["type"] == "extra_forbidden":
         return RecipeError(f"Recipe field '{field}' is not a known option.",
                            "check the spelling against `pruneformer prune --help` or the README's recipe")
-    return RecipeError(f"Recipe field '{field}': {message}.".replace("..", "."),
-                       "correct that value in the YAML or on the command line")
+    problem = f"Recipe field '{field}': {message.rstrip('.')}."
+    if "Fix:" in message:  # the validator already said how to fix it
+        return RecipeError(problem.rstrip("."))
+    return RecipeError(problem, "correct that value in the YAML or on the command line")
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -65,7 +65,8 @@ def plot_curves(report: dict[str, Any], path: Path) -> None:
             ax.plot([offset + s for s, _ in curve], [v for _, v in curve], label=phase["name"])
         offset += phase["steps"]
     ax.set(xlabel="optimizer step", ylabel="training loss", title="Training loss by phase")
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
     if residuals:
         ax = axes[0][1]
         ax.semilogy([h["update"] for h in residuals], [max(h["primal_residual"], 1e-12) for h in residuals],

@@ -42,6 +42,7 @@ class TrainSettings:
     log_every: int = 10
     checkpoint_every: int = 200
     eval_each_epoch: bool = True
+    group_by_length: bool = True
     progress: bool = True
 
 
@@ -62,9 +63,25 @@ class PhaseResult:
         return dict(self.__dict__)
 
 
-def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_length: bool) -> list[list[int]]:
+    """The batches of one epoch, a pure function of (seed, epoch) so a resumed run sees the same ones.
+
+    With ``group_by_length`` (HF Trainer's option of the same name) the shuffled examples are cut into
+    chunks of 50 batches, each chunk is sorted by length, cut into batches, and the batch order shuffled:
+    batches hold sentences of similar length, so dynamic padding wastes little compute, while every
+    epoch still sees a different random grouping.
+    """
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    return torch.randperm(n, generator=generator).tolist()
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    if not group_by_length:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    chunk = 50 * batch_size
+    batches: list[list[int]] = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start : start + chunk], key=lambda i: -lengths[i])
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    shuffle = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in shuffle]
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -124,13 +141,15 @@ def train_phase(
     started = time.perf_counter()
     bar = tqdm(total=total_steps, initial=start_step, desc=name, disable=not settings.progress,
                dynamic_ncols=True, leave=False)
-    order: list[int] = []
-    order_epoch = -1
+    lengths = [len(example["input_ids"]) for example in examples]
+    batches: list[list[int]] = []
+    batches_epoch = -1
     for step in range(start_step, total_steps):
         epoch, index = divmod(step, steps_per_epoch)
-        if epoch != order_epoch:
-            order, order_epoch = _epoch_order(len(examples), settings.seed, epoch), epoch
-        ids = order[index * settings.batch_size : (index + 1) * settings.batch_size]
+        if epoch != batches_epoch:
+            batches = epoch_batches(lengths, settings.batch_size, settings.seed, epoch, settings.group_by_length)
+            batches_epoch = epoch
+        ids = batches[index]
         batch = {k: v.to(device) for k, v in collator([examples[i] for i in ids]).items()}
 
         t0 = time.perf_counter()

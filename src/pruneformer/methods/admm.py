@@ -14,7 +14,8 @@ fraction rho / (1 + rho) of the gap to Z - U. Adam normalises gradients, so the 
 weight by at most about one learning rate per step; on short budgets (1-2 epochs at lr 5e-5) that is too
 little to reshape the weights, while the decoupled form moves them in proportion to the gap.
 
-rho is constant or grows geometrically up to a cap. The primal residual ||W - Z|| / ||W|| is logged at
+rho is constant or grows geometrically up to a cap; when it grows, U is rescaled by rho_old / rho_new so
+the unscaled dual rho * U is unchanged. The primal residual ||W - Z|| / ||W|| is logged at
 every Z-step: it must fall; if it keeps growing the run stops with a message instead of silently
 producing a model that hard-pruning will wreck.
 """
@@ -101,7 +102,11 @@ class ADMMPruner(PruningMethod):
         self.history.append(record)
         self._check_divergence(record)
         if self.rho_schedule == "geometric":
-            self.rho = min(self.rho * self.rho_factor, self.rho_max)
+            new_rho = min(self.rho * self.rho_factor, self.rho_max)
+            # U is the *scaled* dual y / rho: keep y fixed when rho changes (Boyd et al. 2011, 3.4.1),
+            # otherwise U is too large by the accumulated growth and W overshoots past Z.
+            torch._foreach_mul_(self.U, self.rho / new_rho)
+            self.rho = new_rho
         return record
 
     def _residuals(self, update: int, previous_z: list[torch.Tensor] | None) -> dict[str, float]:
