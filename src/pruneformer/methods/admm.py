@@ -22,9 +22,8 @@ producing a model that hard-pruning will wreck.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from typing import Any, ClassVar, Iterator, Literal, Mapping
+from typing import Any, ClassVar, Literal, Mapping
 
 import torch
 
@@ -144,19 +143,9 @@ class ADMMPruner(PruningMethod):
                 "raise rho or rho_max so W is pulled towards Z, or lower the learning rate",
             )
 
-    @contextlib.contextmanager
-    def eval_weights(self) -> Iterator[None]:
+    def eval_weights(self):
         """Evaluate on the hard-projected weights (what pruning now would give), then restore."""
-        saved = [w.detach().clone() for w in self.weights]
-        with torch.no_grad():
-            for w in self.weights:
-                w.copy_(self.pattern.project(w))
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for w, s in zip(self.weights, saved):
-                    w.copy_(s)
+        return self.projected_weights()
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -76,6 +76,18 @@ class PruningMethod:
         """Weights to evaluate with during training (default: the weights as they are)."""
         yield
 
+    @contextlib.contextmanager
+    def projected_weights(self) -> Iterator[None]:
+        """Temporarily replace the targets by their projection onto the pattern, then restore them."""
+        saved = [w.detach().clone() for w in self.weights]
+        self.apply_masks(self.current_masks())
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for weight, original in zip(self.weights, saved):
+                    weight.copy_(original)
+
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume this method exactly (tensors and plain values)."""
         return {"history": list(self.history)}

@@ -8,8 +8,7 @@ and restoring the dense ones after backward, so the model's modules stay plain `
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, ClassVar, Iterator, Mapping
+from typing import Any, ClassVar, Mapping
 
 import torch
 
@@ -55,17 +54,9 @@ class SRSTEPruner(PruningMethod):
             decay = torch._foreach_mul([1.0 - m for m in self._masks], dense)
             torch._foreach_add_(grads, decay, alpha=self.lambda_w)
 
-    @contextlib.contextmanager
-    def eval_weights(self) -> Iterator[None]:
+    def eval_weights(self):
         """Evaluate the sparse network the forward pass uses."""
-        saved = [w.detach().clone() for w in self.weights]
-        self.apply_masks(self.current_masks())
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for w, s in zip(self.weights, saved):
-                    w.copy_(s)
+        return self.projected_weights()
 
     def finalize(self) -> dict[str, torch.Tensor]:
         if self._dense is not None:

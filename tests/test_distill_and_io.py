@@ -1,0 +1,70 @@
+"""Distillation's loss, and what happens to corrupt or foreign files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import BertConfig, BertForSequenceClassification
+from typer.testing import CliRunner
+
+from pruneformer.cli import app
+from pruneformer.distill import Distiller
+from pruneformer.errors import CheckpointError
+from pruneformer.pipeline import run
+
+
+def tiny_bert(seed: int) -> BertForSequenceClassification:
+    torch.manual_seed(seed)
+    return BertForSequenceClassification(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                                     intermediate_size=64, vocab_size=40))
+
+
+def test_distillation_loss_matches_its_formula():
+    student, teacher = tiny_bert(0).eval(), tiny_bert(1).eval()
+    batch = {"input_ids": torch.randint(0, 40, (3, 7)), "labels": torch.tensor([0, 1, 1])}
+    distiller = Distiller(teacher, temperature=2.0, alpha=0.7, hidden_weight=0.5)
+    out = student(**batch, output_hidden_states=True)
+    got = distiller.loss(out, batch)
+    with torch.no_grad():
+        t_out = teacher(input_ids=batch["input_ids"], output_hidden_states=True)
+    kl = F.kl_div(F.log_softmax(out.logits / 2, -1), F.softmax(t_out.logits / 2, -1), reduction="batchmean") * 4
+    hidden = sum(F.mse_loss(a, b) for a, b in zip(out.hidden_states, t_out.hidden_states)) / len(out.hidden_states)
+    torch.testing.assert_close(got, 0.3 * out.loss + 0.7 * kl + 0.5 * hidden)
+    assert all(not p.requires_grad for p in teacher.parameters())
+
+
+def test_pipeline_with_distillation_records_it_and_keeps_the_pattern(tiny_recipe):
+    recipe = tiny_recipe(distill={"enabled": True, "alpha": 0.5, "hidden_weight": 0.1}, prune={"method": "admm-srste"})
+    report = run(recipe, progress=False, log=lambda _: None)
+    assert report["recipe"]["distill"]["enabled"] is True
+    assert report["all_layers_satisfy_pattern"] is True
+
+
+def test_corrupt_saved_model_is_a_one_line_error(tiny_recipe, tmp_path):
+    recipe = tiny_recipe(prune={"method": "magnitude"})
+    run(recipe, progress=False, log=lambda _: None)
+    weights = tmp_path / "run" / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    result = CliRunner().invoke(app, ["inspect", str(tmp_path / "run" / "model")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "corrupt" in result.output and "Fix:" in result.output
+
+
+def test_corrupt_training_checkpoint_on_resume_is_named(tiny_recipe, tmp_path):
+    recipe = tiny_recipe()
+    calls = []
+
+    def die(step, loss):
+        calls.append(step)
+        if len(calls) == 96 + 6:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(recipe, progress=False, log=lambda _: None, callbacks=[die])
+    state = tmp_path / "run" / "checkpoints" / "phase0-admm" / "method.safetensors"
+    state.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="corrupt.*Fix:"):
+        run(recipe, resume=True, progress=False, log=lambda _: None)
