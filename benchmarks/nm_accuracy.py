@@ -158,7 +158,9 @@ def main() -> None:
     parser.add_argument("--rho-schedule", default="geometric")
     parser.add_argument("--rho-max", type=float, default=0.1)
     parser.add_argument("--penalty", default="gradient")
-    parser.add_argument("--distill", action="store_true")
+    parser.add_argument("--distill", action="store_true", help="distil from the dense model in every retraining method")
+    parser.add_argument("--budget", type=float, help="override the preset's pruning budget (epochs)")
+    parser.add_argument("--interval", type=int, help="override the preset's ADMM Z/U interval (steps)")
     parser.add_argument("--tag", default="", help="suffix for the results files (variants of one preset)")
     parser.add_argument("--work-dir", default=str(HERE.parent / "runs" / "bench"))
     parser.add_argument("--no-timing", action="store_true")
@@ -166,6 +168,10 @@ def main() -> None:
     preset = dict(PRESETS[args.preset])
     if args.seeds:
         preset["seeds"] = args.seeds
+    if args.budget:
+        preset["budget"] = args.budget
+    if args.interval:
+        preset["interval"] = args.interval
     name = args.preset + (f"-{args.tag}" if args.tag else "")
     root = Path(args.work_dir) / name
     results = HERE / "results"

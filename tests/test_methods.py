@@ -206,3 +206,16 @@ def test_admm_rescales_the_scaled_dual_when_rho_grows():
     method.update_auxiliaries()  # U = W - Z, then rho 0.1 -> 0.2 and U halves
     for t, z, u in zip(targets, method.Z, method.U):
         torch.testing.assert_close(u * 0.2, (t.module.weight.detach() - z) * 0.1)
+
+
+def test_admm_warns_when_the_residual_does_not_fall():
+    model, targets = make_stack()
+    stuck = ADMMPruner("2:4", rho=1e-6, rho_schedule="constant", interval=2)
+    stuck.attach(model, targets)
+    train(model, stuck, steps=10, lr=1e-2)
+    assert "did not converge" in stuck.convergence_warning()
+    model, targets = make_stack()
+    good = ADMMPruner("2:4", rho=1e-2, rho_factor=1.5, rho_max=5.0, interval=10)
+    good.attach(model, targets)
+    train(model, good, steps=200, lr=5e-3, weight_decay=0.0)
+    assert good.convergence_warning() is None

@@ -204,6 +204,7 @@ def run(recipe: Recipe, resume: bool = False, progress: bool = True,
 
     # -- pruning phases -------------------------------------------------------------------------------
     masks: dict[str, torch.Tensor] | None = None
+    warnings: list[str] = []
     for index, phase_spec in enumerate(schedule(recipe)):
         key = f"phase{index}-{phase_spec.name}"
         snapshot = out / "checkpoints" / f"{key}.safetensors"
@@ -212,6 +213,7 @@ def run(recipe: Recipe, resume: bool = False, progress: bool = True,
             load_model(model, str(snapshot))
             masks = {k: v.bool() for k, v in load_file(str(out / "checkpoints" / f"{key}.masks.safetensors")).items()}
             phases.append(PhaseResult(**done["phase"]))
+            warnings += done.get("warnings", [])
             continue
         method = build_method(phase_spec, recipe, masks)
         method.attach(model, targets)
@@ -224,9 +226,13 @@ def run(recipe: Recipe, resume: bool = False, progress: bool = True,
         else:
             result = PhaseResult(name=key, method_history=list(method.history))
         masks = method.finalize()
+        warning = getattr(method, "convergence_warning", lambda: None)()
+        if warning:
+            warnings.append(warning)
+            log(f"warning: {warning}")
         save_model(model, str(snapshot))
         save_file({k: v.contiguous() for k, v in masks.items()}, str(out / "checkpoints" / f"{key}.masks.safetensors"))
-        state.mark(key, {"phase": result.to_dict()})
+        state.mark(key, {"phase": result.to_dict(), "warnings": [warning] if warning else []})
         phases.append(result)
         wall[key] = result.wall_time_s
         log(f"{key}: {result.steps} steps in {result.wall_time_s:.0f}s")
@@ -258,7 +264,7 @@ def run(recipe: Recipe, resume: bool = False, progress: bool = True,
         "overall_sparsity": overall_sparsity(layers), "all_layers_satisfy_pattern": satisfied,
         "layers": layers, "phases": [p.to_dict() for p in phases], "wall_time_s": wall,
         "admm_step_time_ratio": (admm_steps[0] / dense_step) if admm_steps and dense_step else None,
-        "model_dir": str(model_dir), "recipe": recipe.model_dump(mode="json"),
+        "model_dir": str(model_dir), "recipe": recipe.model_dump(mode="json"), "warnings": warnings,
     }
     write_report(report, out)
     primary = task.metrics[0]

@@ -30,6 +30,7 @@ def render_markdown(report: dict[str, Any]) -> str:
               f"test {report['data_sizes'].get('test', 0)})", f"- seed: {report['seed']}",
               f"- overall sparsity of targeted layers: {report['overall_sparsity']:.4f}",
               f"- every targeted layer satisfies {report['pattern']}: {report['all_layers_satisfy_pattern']}", ""]
+    lines += [f"> **Warning:** {w}\n" for w in report.get("warnings", [])]
     lines += ["## Dense vs pruned", ""]
     rows = []
     for split in ("dev", "test"):

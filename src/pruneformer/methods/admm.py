@@ -143,6 +143,17 @@ class ADMMPruner(PruningMethod):
                 "raise rho or rho_max so W is pulled towards Z, or lower the learning rate",
             )
 
+    def convergence_warning(self) -> str | None:
+        """A sentence for the user when the residual did not fall over the run, else None."""
+        if len(self.history) < 3:
+            return None
+        first, last = self.history[1]["primal_residual"], self.history[-1]["primal_residual"]
+        if last < 0.9 * first:
+            return None
+        return (f"ADMM did not converge: the primal residual went from {first:.3g} to {last:.3g} over "
+                f"{len(self.history) - 1} Z/U updates, so the hard prune discards what ADMM did not shrink. "
+                "Give ADMM more steps (admm.epochs), raise rho / rho_max, or use admm.penalty: decoupled.")
+
     def eval_weights(self):
         """Evaluate on the hard-projected weights (what pruning now would give), then restore."""
         return self.projected_weights()
