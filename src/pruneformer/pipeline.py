@@ -226,7 +226,7 @@ def run(recipe: Recipe, resume: bool = False, progress: bool = True,
         else:
             result = PhaseResult(name=key, method_history=list(method.history))
         masks = method.finalize()
-        warning = getattr(method, "convergence_warning", lambda: None)()
+        warning = method.convergence_warning()
         if warning:
             warnings.append(warning)
             log(f"warning: {warning}")

@@ -71,6 +71,10 @@ class PruningMethod:
         self.apply_masks(masks)
         return masks
 
+    def convergence_warning(self) -> str | None:
+        """A sentence for the user when the method did not do what it should have (None: all fine)."""
+        return None
+
     @contextlib.contextmanager
     def eval_weights(self) -> Iterator[None]:
         """Weights to evaluate with during training (default: the weights as they are)."""
