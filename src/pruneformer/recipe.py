@@ -7,8 +7,9 @@ become one line naming the field and what it accepts, e.g.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -17,11 +18,25 @@ from .errors import PatternError, RecipeError
 from .patterns import parse_pattern
 
 #: The pruning schedules a recipe can name. Each retraining schedule spends ``prune.epochs`` in total.
-METHOD_SCHEDULES = ("dense", "magnitude", "magnitude-retrain", "srste", "admm", "admm-srste")
+METHOD_SCHEDULES = ("dense", "magnitude", "magnitude-retrain", "srste", "admm", "admm-srste",
+                    "mlpruning", "l1-structured")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf and NaN are never meaningful settings (an infinite epoch count would only fail deep in the run)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        """A NUL character is in no real path, column or pattern; the OS would reject it deep in the run."""
+        texts = value if isinstance(value, list) else [value]
+        if any(isinstance(text, str) and "\x00" in text for text in texts):
+            raise ValueError("contains a NUL character")
+        return value
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
 
 
 class DataConfig(_Strict):
@@ -64,7 +79,8 @@ class DenseConfig(_Strict):
 class PruneConfig(_Strict):
     """The pruning schedule after the dense fine-tune."""
 
-    method: Literal["dense", "magnitude", "magnitude-retrain", "srste", "admm", "admm-srste"] = "admm"
+    method: Literal["dense", "magnitude", "magnitude-retrain", "srste", "admm", "admm-srste",
+                    "mlpruning", "l1-structured"] = "admm"
     pattern: str = "2:4"
     epochs: float = Field(2.0, ge=0, description="total epochs of the retraining phases")
     lr: float = Field(5e-5, gt=0, lt=1)
@@ -78,6 +94,17 @@ class PruneConfig(_Strict):
             return parse_pattern(value).spec
         except PatternError as exc:
             raise ValueError(str(exc)) from exc
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _valid_regexes(cls, values: list[str]) -> list[str]:
+        """Each entry is a role or a regex on layer names: check it compiles now, not after loading the model."""
+        for value in values:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"'{value}' is not a role or a valid regular expression ({exc})") from None
+        return values
 
 
 class ADMMConfig(_Strict):
@@ -106,12 +133,46 @@ class DistillConfig(_Strict):
     hidden_weight: float = Field(0.0, ge=0, description="weight of the hidden-state MSE")
 
 
+class SPPConfig(_Strict):
+    """SPP's search (one linearized Bregman path over paired-dimension masks) and its extractions."""
+
+    epochs: float = Field(1.0, gt=0, description="epochs of the search")
+    kappa: float = Field(1.0, gt=0)
+    nu: float = Field(1000.0, gt=0, description="coupling: ||a - gamma||^2 / (2 nu); DessiLBI uses 100, see README")
+    lam: float = Field(1.0, ge=0, description="lambda, the threshold of shrink(z, lambda)")
+    alpha: float = Field(25.0, gt=0, description="step size of the iteration (a and z); a unit enters near step lam*nu/alpha")
+    granularity: Literal["shared", "head"] = Field("shared", description="qk/vo masks shared by all heads of a layer, or per head")
+    train_weights: bool = Field(False, description="train the weights with the masks (default: frozen)")
+    mask_optimizer: Literal["sgd", "adamw"] = Field("sgd", description="sgd: the DessiLBI step; adamw: the SPP code's")
+    mask_lr: float = Field(1e-3, gt=0, description="AdamW learning rate of the masks (mask_optimizer adamw)")
+    record_every: int = Field(1, ge=1, description="steps between gamma snapshots for the path plot")
+    finetune_epochs: float = Field(1.0, ge=0, description="short fine-tune of each extracted model")
+
+
+class MLPruningConfig(_Strict):
+    """Structured pruning to a fraction of the encoder weights (``mlpruning`` and the ``l1-structured`` baseline)."""
+
+    target: float = Field(0.5, gt=0, le=1, description="fraction of the encoder Linears' weights that remains")
+    block_size: int = Field(32, ge=1, description="block size of MLPruning's block step (16 or 32 in the paper)")
+    block_keep: float = Field(1.0, gt=0, le=1, description="share of the shrunk model kept by the block step; 1: no block step")
+    block_epochs: float | None = Field(None, ge=0, description="epochs of the block step (default: half of prune.epochs)")
+    finetune_epochs: float = Field(0.0, ge=0, description="epochs (of prune.epochs) fine-tuning the shrunk model "
+                                   "after the head/row step, with distillation; no block step only")
+    threshold_init: float = Field(10.0, description="initial Top-k threshold t (keep ratio sigmoid(t))")
+    score_lr: float = Field(1e-2, gt=0, lt=10, description="learning rate of the scores and thresholds")
+    distill: bool = Field(True, description="distil from the dense model (the block step: from the step-2 model)")
+    temperature: float = Field(2.0, gt=0)
+    distill_alpha: float = Field(0.9, ge=0, le=1, description="weight of the teacher terms; 1 - alpha weights the task loss")
+    hidden_weight: float = Field(1.0, ge=0, description="weight of each layer's hidden-state MSE (summed over layers)")
+    attention_weight: float = Field(1.0, ge=0, description="weight of each layer's attention-probability MSE")
+
+
 class Recipe(_Strict):
     """Everything a ``pruneformer prune`` run needs."""
 
     model: str = Field("embedded", description="'embedded' (MiniLM-L6) or a local model directory")
     output_dir: str = "runs/minilm-2x4"
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="numpy's seeds stop at 2**32 - 1")
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     dense: DenseConfig = Field(default_factory=DenseConfig)
@@ -119,6 +180,8 @@ class Recipe(_Strict):
     admm: ADMMConfig = Field(default_factory=ADMMConfig)
     srste: SRSTEConfig = Field(default_factory=SRSTEConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
+    spp: SPPConfig = Field(default_factory=SPPConfig)
+    mlpruning: MLPruningConfig = Field(default_factory=MLPruningConfig)
 
     @model_validator(mode="after")
     def _admm_fits(self) -> "Recipe":
@@ -127,6 +190,22 @@ class Recipe(_Strict):
             raise ValueError(
                 f"admm.epochs ({self.admm.epochs}) exceeds prune.epochs ({self.prune.epochs}), the total budget"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _mlpruning_fits(self) -> "Recipe":
+        m = self.mlpruning
+        if self.prune.method == "mlpruning" and m.block_keep < 1:
+            if m.target > m.block_keep:
+                raise ValueError(f"mlpruning.target ({m.target}) exceeds mlpruning.block_keep ({m.block_keep}): the "
+                                 "head/row step would have to keep more than all weights")
+            if m.block_epochs is not None and m.block_epochs > self.prune.epochs:
+                raise ValueError(f"mlpruning.block_epochs ({m.block_epochs}) exceeds prune.epochs ({self.prune.epochs})")
+            if m.finetune_epochs:
+                raise ValueError("mlpruning.finetune_epochs needs block_keep 1 (the block step ends the run)")
+        if self.prune.method == "mlpruning" and m.finetune_epochs >= self.prune.epochs > 0:
+            raise ValueError(f"mlpruning.finetune_epochs ({m.finetune_epochs}) leaves nothing of prune.epochs "
+                             f"({self.prune.epochs}) for the head/row step")
         return self
 
     def admm_epochs(self) -> float:
@@ -156,12 +235,28 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     return merged
 
 
-def build_recipe(data: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None) -> Recipe:
-    """Validate a recipe dictionary (with flag overrides merged in) into a :class:`Recipe`."""
+def validate_config(cls: type[_Model], data: Any) -> _Model:
+    """Validate ``data`` into ``cls`` (a recipe or one of its sections), raising the one-line error."""
     try:
-        return Recipe.model_validate(_deep_merge(data or {}, overrides or {}))
+        return cls.model_validate(data)
     except ValidationError as exc:
         raise _one_line(exc) from None
+
+
+def build_recipe(data: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None) -> Recipe:
+    """Validate a recipe dictionary (with flag overrides merged in) into a :class:`Recipe`."""
+    return validate_config(Recipe, _deep_merge(data or {}, overrides or {}))
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` without aliases: a recipe never needs them, and nested aliases can blow a small
+    file up into billions of values ("billion laughs")."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "recipes may not use YAML aliases (*name)",
+                                              self.peek_event().start_mark)
+        return super().compose_node(parent, index)
 
 
 def load_recipe(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Recipe:
@@ -172,11 +267,15 @@ def load_recipe(path: str | Path | None, overrides: dict[str, Any] | None = None
         if not path.is_file():
             raise RecipeError(f"Recipe file '{path}' does not exist.", "check the path given to --recipe")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.load(path.read_bytes().decode("utf-8"), Loader=_RecipeLoader) or {}
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RecipeError(f"Recipe file '{path}' cannot be read as UTF-8 text ({type(exc).__name__}).",
+                              "pass a YAML text file to --recipe") from None
         except yaml.YAMLError as exc:
             line = getattr(getattr(exc, "problem_mark", None), "line", None)
             where = f" at line {line + 1}" if line is not None else ""
-            raise RecipeError(f"Recipe file '{path}' is not valid YAML{where}.", "fix the YAML syntax") from None
+            problem = f": {exc.problem}" if getattr(exc, "problem", None) else ""
+            raise RecipeError(f"Recipe file '{path}' is not valid YAML{where}{problem}.", "fix the YAML syntax") from None
         if not isinstance(data, dict):
             raise RecipeError(f"Recipe file '{path}' must hold a mapping of fields.", "see the README's example recipe")
     return build_recipe(data, overrides)
@@ -184,3 +283,40 @@ def load_recipe(path: str | Path | None, overrides: dict[str, Any] | None = None
 
 def recipe_to_yaml(recipe: Recipe) -> str:
     return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+
+
+#: One-shot methods for decoder LMs (``pruneformer oneshot``): no training, at most a calibration pass.
+ONESHOT_METHODS = ("magnitude", "wanda", "sparsegpt")
+
+
+class OneShotRecipe(_Strict):
+    """Everything a ``pruneformer oneshot`` run needs: prune a decoder LM once, score its perplexity."""
+
+    model: str = Field("smollm2", description="'smollm2' (SmolLM2-135M GGUF package), a local directory or .gguf")
+    output_dir: str = "runs/smollm2-oneshot"
+    seed: int = Field(0, ge=0, description="seed of the embedded sentences' split")
+    method: Literal["magnitude", "wanda", "sparsegpt"] = "sparsegpt"
+    pattern: str = "2:4"
+    data: str = Field("embedded", description="'embedded' (movie-review sentences) or a local text file")
+    eval_data: str | None = Field(None, description="held-out text file (default: the data's held-out part)")
+    calib_samples: int = Field(64, ge=1, description="calibration blocks of seq_len tokens")
+    seq_len: int = Field(128, ge=8, le=8192)
+    eval_blocks: int | None = Field(None, ge=1, description="score at most this many held-out blocks")
+    batch_size: int = Field(8, ge=1)
+    dampening: float = Field(0.01, ge=0, description="SparseGPT: Hessian dampening, a fraction of its mean diagonal")
+    include: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    save: bool = Field(True, description="save the pruned model (safetensors) under output_dir/model")
+
+    @field_validator("pattern")
+    @classmethod
+    def _valid_pattern(cls, value: str) -> str:
+        return PruneConfig._valid_pattern(value)
+
+
+def build_oneshot_recipe(data: dict[str, Any] | None = None) -> OneShotRecipe:
+    """Validate one-shot settings into a :class:`OneShotRecipe` (errors are one line naming the field)."""
+    try:
+        return OneShotRecipe.model_validate(data or {})
+    except ValidationError as exc:
+        raise _one_line(exc) from None

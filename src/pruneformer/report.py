@@ -49,6 +49,14 @@ def render_markdown(report: dict[str, Any]) -> str:
     if residuals:
         lines += ["## ADMM residuals per Z/U update", "",
                   markdown_table(residuals, ["update", "step", "rho", "primal_residual", "dual_residual"]), ""]
+    structured = report.get("structured")
+    if structured:  # mlpruning / l1-structured: a physically smaller model
+        lines += ["## Per-layer kept heads and neurons", "",
+                  f"Encoder weights remaining: {structured['remaining_fraction']:.4f} (target {structured['target']}); "
+                  f"stored {structured['shrunk_encoder_weights']:,} of {structured['dense_encoder_weights']:,}; "
+                  f"model file {structured['model_file_bytes'] / 1e6:.1f} MB.", "",
+                  markdown_table(structured["kept_per_layer"], ["layer", "heads", "ffn_units", "attn_out_rows",
+                                                                "ffn_out_rows"]), ""]
     lines += ["## Per-layer sparsity", "",
               markdown_table(report["layers"], ["layer", "shape", "sparsity", "satisfies_pattern"]), ""]
     return "\n".join(lines)

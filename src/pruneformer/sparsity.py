@@ -15,7 +15,7 @@ def layer_sparsity(targets: list[Target], pattern: Pattern | None) -> list[dict[
     """One row per target: shape, sparsity and, when a pattern is given, whether it is satisfied."""
     rows = []
     for target in targets:
-        weight = target.module.weight
+        weight = target.linear_weight
         row: dict[str, Any] = {
             "layer": target.name,
             "role": target.role,

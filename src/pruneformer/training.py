@@ -20,9 +20,10 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint, split_tensors
 from .distill import Distiller
-from .errors import DivergenceError
+from .distributed import current as current_world
+from .divergence import all_finite, divergence_error, likely_cause
 from .evaluation import Collator, evaluate
 from .methods.base import PruningMethod
 
@@ -84,15 +85,17 @@ def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, gr
     return [batches[i] for i in shuffle]
 
 
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW with no weight decay on biases and LayerNorm weights (the BERT fine-tuning default)."""
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float,
+                   extra_groups: Sequence[dict[str, Any]] = ()) -> torch.optim.AdamW:
+    """AdamW with no weight decay on biases and LayerNorm weights (the BERT fine-tuning default), plus a
+    method's own parameter groups (``PruningMethod.param_groups``, e.g. SPP's masks)."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         (no_decay if param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(param)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr)
+    return torch.optim.AdamW(groups + list(extra_groups), lr=lr)
 
 
 def train_phase(
@@ -109,13 +112,22 @@ def train_phase(
     checkpoint_dir: Path | None = None,
     resume: bool = False,
     callbacks: Sequence[Callable[[int, float], None]] = (),
+    trust_pickle: bool = False,
 ) -> PhaseResult:
-    """Fine-tune ``model`` for ``settings.epochs`` epochs, calling ``method``'s hooks around each step."""
+    """Fine-tune ``model`` for ``settings.epochs`` epochs, calling ``method``'s hooks around each step.
+
+    Under ``torchrun`` / ``accelerate launch`` every rank calls this with the same arguments: each takes its
+    shard of every global batch, gradients are summed over ranks, and only rank 0 writes checkpoints
+    (:mod:`pruneformer.distributed`). The run stops at the first non-finite loss, gradient norm or checkpoint,
+    naming the likely cause and keeping the last good checkpoint (:mod:`pruneformer.divergence`).
+    """
+    world = current_world()
     examples = train_dataset.to_list() if hasattr(train_dataset, "to_list") else list(train_dataset)
     steps_per_epoch = math.ceil(len(examples) / settings.batch_size)
     total_steps = max(1, math.ceil(settings.epochs * steps_per_epoch))
     device = next(model.parameters()).device
-    optimizer = make_optimizer(model, settings.lr, settings.weight_decay)
+    optimizer = make_optimizer(model, settings.lr, settings.weight_decay,
+                               method.param_groups() if method is not None else ())
     scheduler = get_linear_schedule_with_warmup(
         optimizer, int(settings.warmup_ratio * total_steps), total_steps
     )
@@ -123,24 +135,36 @@ def train_phase(
     start_step = 0
     elapsed_before = 0.0
     found = find_checkpoint(checkpoint_dir) if (resume and checkpoint_dir) else None
+    last_good: int | None = None  # step of the newest checkpoint on disk
     if found is not None:
-        method_state, trainer_state = load_checkpoint(found, model, optimizer, scheduler)
+        method_state, trainer_state = load_checkpoint(found, model, optimizer, scheduler, rank=world.rank,
+                                                      trust_pickle=trust_pickle)
         if method is not None:
             method.load_state_dict(method_state)
         start_step = int(trainer_state["step"])
         elapsed_before = float(trainer_state.get("elapsed", 0.0))
         result.loss_curve = [tuple(x) for x in trainer_state.get("loss_curve", [])]
         result.evals = list(trainer_state.get("evals", []))
-        result.resumed_from_step = start_step
+        result.resumed_from_step = last_good = start_step
     else:
-        torch.manual_seed(settings.seed)
+        torch.manual_seed(settings.seed + world.rank)  # a dropout stream per rank; rank 0 = the single process
+    world.broadcast_module(model)
+    world.sync_method(method)
 
     model.train()
     step_times: list[float] = []
     running, running_n = 0.0, 0
     started = time.perf_counter()
-    bar = tqdm(total=total_steps, initial=start_step, desc=name, disable=not settings.progress,
+    bar = tqdm(total=total_steps, initial=start_step, desc=name, disable=not (settings.progress and world.is_main),
                dynamic_ncols=True, leave=False)
+    trained = [p for group in optimizer.param_groups for p in group["params"]]
+    losses: list[float] = []
+
+    def diverged(what: str, step: int):
+        hint = method.divergence_hint() if method is not None else None
+        cause = likely_cause(settings.lr, losses, step == start_step, hint)
+        return divergence_error(what, step + 1, name, cause, checkpoint_dir, last_good)
+
     lengths = [len(example["input_ids"]) for example in examples]
     batches: list[list[int]] = []
     batches_epoch = -1
@@ -150,27 +174,31 @@ def train_phase(
             batches = epoch_batches(lengths, settings.batch_size, settings.seed, epoch, settings.group_by_length)
             batches_epoch = epoch
         ids = batches[index]
-        batch = {k: v.to(device) for k, v in collator([examples[i] for i in ids]).items()}
+        local = world.shard(ids)
+        share = len(local) / len(ids)  # this rank's share of the global mean loss
+        if not local:  # fewer examples than ranks: run one at weight 0 so every rank joins the all-reduce
+            local = ids[:1]
+        batch = {k: v.to(device) for k, v in collator([examples[i] for i in local]).items()}
 
         t0 = time.perf_counter()
         if method is not None:
             method.before_forward(step)
-        out = model(**batch, output_hidden_states=bool(distiller and distiller.needs_hidden_states))
+        out = model(**batch, **(distiller.output_flags if distiller is not None else {"output_hidden_states": False}))
         loss = distiller.loss(out, batch) if distiller is not None else out.loss
         extra = method.loss_term(step) if method is not None else None
         if extra is not None:
             loss = loss + extra
-        if not torch.isfinite(loss):
-            where = f" (last good checkpoint: {checkpoint_dir})" if checkpoint_dir else ""
-            raise DivergenceError(
-                f"Training loss became {loss.item()} at step {step} of phase '{name}'{where}.",
-                "lower the learning rate (--lr), or rho for ADMM (--rho), then --resume",
-            )
-        loss.backward()
+        value = world.sum(float(loss.detach()) * share)  # the global mean loss, as one process computes it
+        if not math.isfinite(value):
+            raise diverged(f"the loss became {value}", step)
+        (loss if share == 1.0 else loss * share).backward()
+        world.all_reduce_gradients(trained)
         if method is not None:
             method.after_backward(step)
-        if settings.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+        norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm or math.inf))
+        if not math.isfinite(norm):  # stop before the optimizer step: the weights stay the last finite ones
+            raise diverged(f"the gradient norm became {norm}", step)
+        losses.append(value)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -178,7 +206,6 @@ def train_phase(
             method.after_optimizer_step(step)
         step_times.append(time.perf_counter() - t0)
 
-        value = float(loss.detach())
         running, running_n = running + value, running_n + 1
         if (step + 1) % settings.log_every == 0 or step + 1 == total_steps:
             result.loss_curve.append((step + 1, running / running_n))
@@ -189,6 +216,7 @@ def train_phase(
         if end_of_epoch:
             if method is not None:
                 method.end_epoch(epoch)
+                world.sync_method(method)  # rank 0's state everywhere, whatever a rank may have drifted by
             if settings.eval_each_epoch and dev_dataset is not None:
                 context = method.eval_weights() if method is not None else contextlib.nullcontext()
                 with context:
@@ -199,12 +227,18 @@ def train_phase(
             callback(step + 1, value)
         if checkpoint_dir and settings.checkpoint_every and (step + 1) % settings.checkpoint_every == 0 \
                 and step + 1 < total_steps:
-            save_checkpoint(
-                checkpoint_dir, model, optimizer, scheduler,
-                method.state_dict() if method is not None else None,
-                {"step": step + 1, "elapsed": elapsed_before + time.perf_counter() - started,
-                 "loss_curve": result.loss_curve, "evals": result.evals},
-            )
+            method_state = method.state_dict() if method is not None else None
+            if not all_finite([*model.parameters(), *split_tensors(method_state)[0].values()]):
+                raise diverged("the weights or the method's state became non-finite", step)
+            rng_states = world.gather_rng()
+            if world.is_main:
+                save_checkpoint(
+                    checkpoint_dir, model, optimizer, scheduler, method_state,
+                    {"step": step + 1, "elapsed": elapsed_before + time.perf_counter() - started,
+                     "loss_curve": result.loss_curve, "evals": result.evals},
+                    rng_states=rng_states,
+                )
+            last_good = step + 1
     bar.close()
     result.steps = total_steps
     result.wall_time_s = elapsed_before + time.perf_counter() - started

@@ -2,13 +2,20 @@
 
 from .admm import ADMMPruner
 from .base import PruningMethod
+from .calibrated import CalibratedPruner
+from .l1_structured import L1StructuredPruner
 from .magnitude import MagnitudePruner
 from .masked import MaskedFineTuner
+from .mlpruning import MLPruner
+from .sparsegpt import SparseGPTPruner
+from .spp import SPPSearch
 from .srste import SRSTEPruner
+from .wanda import WandaPruner
 
 #: name -> class, for recipes and the CLI.
 METHODS: dict[str, type[PruningMethod]] = {
-    cls.name: cls for cls in (MagnitudePruner, MaskedFineTuner, ADMMPruner, SRSTEPruner)
+    cls.name: cls for cls in (MagnitudePruner, MaskedFineTuner, ADMMPruner, SRSTEPruner, WandaPruner, SparseGPTPruner)
 }
 
-__all__ = ["ADMMPruner", "MagnitudePruner", "MaskedFineTuner", "METHODS", "PruningMethod", "SRSTEPruner"]
+__all__ = ["ADMMPruner", "CalibratedPruner", "L1StructuredPruner", "MLPruner", "MagnitudePruner", "MaskedFineTuner", "METHODS", "PruningMethod",
+           "SPPSearch", "SRSTEPruner", "SparseGPTPruner", "WandaPruner"]

@@ -31,6 +31,10 @@ from ..errors import DivergenceError
 from .base import PruningMethod
 
 
+#: rho above this is blamed when a run goes non-finite (a hundred times rho_max's default).
+RHO_FAR_TOO_LARGE = 10.0
+
+
 class ADMMPruner(PruningMethod):
     """ADMM W/Z/U splitting towards ``pattern``; ``finalize`` hard-prunes W to Proj(W)."""
 
@@ -72,12 +76,12 @@ class ADMMPruner(PruningMethod):
 
     @torch.no_grad()
     def after_backward(self, step: int) -> None:
-        weights = self.weights
-        if self.penalty != "gradient" or any(w.grad is None for w in weights):
+        weights, grads = self.weights, self.grads
+        if self.penalty != "gradient" or any(g is None for g in grads):
             return
         direction = torch._foreach_sub([w.detach() for w in weights], self.Z)
         torch._foreach_add_(direction, self.U)
-        torch._foreach_add_([w.grad for w in weights], direction, alpha=self.rho)
+        torch._foreach_add_(grads, direction, alpha=self.rho)
 
     def after_optimizer_step(self, step: int) -> None:
         if self.penalty == "decoupled":
@@ -153,6 +157,14 @@ class ADMMPruner(PruningMethod):
         return (f"ADMM did not converge: the primal residual went from {first:.3g} to {last:.3g} over "
                 f"{len(self.history) - 1} Z/U updates, so the hard prune discards what ADMM did not shrink. "
                 "Give ADMM more steps (admm.epochs), raise rho / rho_max, or use admm.penalty: decoupled.")
+
+    def divergence_hint(self) -> tuple[str, str] | None:
+        """rho far above the papers' range (1e-3 to 1e-1) is the likely cause of a non-finite run."""
+        if self.rho <= RHO_FAR_TOO_LARGE:
+            return None
+        return (f"ADMM's rho ({self.rho:.3g}) is far too large: the papers use 1e-3 to 1e-1, and a huge penalty "
+                "rho * (W - Z + U) overflows the gradients and weights",
+                "lower --rho (e.g. 1e-3) and --rho-max (e.g. 0.1)")
 
     def eval_weights(self):
         """Evaluate on the hard-projected weights (what pruning now would give), then restore."""

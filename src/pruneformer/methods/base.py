@@ -14,7 +14,17 @@ their own training loop, and so pruneformer's own loop never needs to know which
         method.after_optimizer_step(step)       # ADMM Z/U update, keep pruned weights at zero
     masks = method.finalize()                   # hard-prune: weights now satisfy the pattern
 
-Methods hold tensors only (masks, ADMM's Z and U); they never open files or own the optimizer.
+One-shot methods that need calibration data (Wanda, SparseGPT; ``calibrates = True``) add two hooks that
+:func:`pruneformer.calibration.prune_layerwise` drives layer by layer::
+
+    method.attach(model, targets)
+    for each transformer layer:
+        method.observe(target, inputs)          # every calibration batch, for each target of the layer
+        method.prune_target(target)             # then each target of the layer is pruned
+    masks = method.finalize()
+
+Methods hold tensors only (masks, ADMM's Z and U); they never open files or own the optimizer. They see
+every weight as ``[out_features, in_features]`` (:attr:`Target.linear_weight`), whatever the module stores.
 """
 
 from __future__ import annotations
@@ -35,6 +45,8 @@ class PruningMethod:
     name: ClassVar[str] = "base"
     #: False for one-shot methods: the training loop is skipped for them.
     trains: ClassVar[bool] = True
+    #: True for one-shot methods that prune from calibration statistics (``observe`` / ``prune_target``).
+    calibrates: ClassVar[bool] = False
 
     def __init__(self, pattern: Pattern | str) -> None:
         self.pattern = parse_pattern(pattern) if isinstance(pattern, str) else pattern
@@ -56,6 +68,11 @@ class PruningMethod:
         """An extra loss to add to the task loss at this step (None: nothing)."""
         return None
 
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimizer parameter groups of the method's own trainable tensors (SPP's masks); the loop adds
+        them to its optimizer, so they share its LR schedule, checkpoints and resume."""
+        return []
+
     def after_backward(self, step: int) -> None:
         """Called after ``loss.backward()``, before gradient clipping and the optimizer step."""
 
@@ -65,6 +82,12 @@ class PruningMethod:
     def end_epoch(self, epoch: int) -> None:
         """Called at the end of every training epoch."""
 
+    def observe(self, target: Target, inputs: torch.Tensor) -> None:
+        """Calibration: accumulate statistics of one batch of ``target``'s inputs, ``[tokens, in_features]``."""
+
+    def prune_target(self, target: Target) -> None:
+        """Calibration: prune ``target`` from what :meth:`observe` saw (called once per target, layer by layer)."""
+
     def finalize(self) -> dict[str, torch.Tensor]:
         """Hard-prune the targets to the pattern and return their boolean masks by layer name."""
         masks = self.current_masks()
@@ -73,6 +96,10 @@ class PruningMethod:
 
     def convergence_warning(self) -> str | None:
         """A sentence for the user when the method did not do what it should have (None: all fine)."""
+        return None
+
+    def divergence_hint(self) -> tuple[str, str] | None:
+        """(likely cause, fix) when training went non-finite and this method's settings explain it, else None."""
         return None
 
     @contextlib.contextmanager
@@ -93,7 +120,11 @@ class PruningMethod:
                     weight.copy_(original)
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume this method exactly (tensors and plain values)."""
+        """Everything needed to resume this method exactly (tensors and plain values, nested freely).
+
+        Multi-process training also uses this pair to keep ranks identical: rank 0's state goes through
+        ``load_state_dict`` on every rank, so that must restore the state in full (parameters in place).
+        """
         return {"history": list(self.history)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -102,7 +133,13 @@ class PruningMethod:
     # -- helpers shared by the methods -------------------------------------------------------------
     @property
     def weights(self) -> list[torch.Tensor]:
-        return [t.module.weight for t in self.targets]
+        """The targets' weights as ``[out, in]`` (views of GPT-2's ``Conv1D`` weights; edits write through)."""
+        return [t.linear_weight for t in self.targets]
+
+    @property
+    def grads(self) -> list[torch.Tensor | None]:
+        """The gradients of :attr:`weights`, in the same ``[out, in]`` layout (None before backward)."""
+        return [t.linear_grad for t in self.targets]
 
     @property
     def names(self) -> list[str]:
@@ -111,9 +148,9 @@ class PruningMethod:
     def current_masks(self) -> dict[str, torch.Tensor]:
         """Masks of the exact projection of the current weights onto the pattern."""
         with torch.no_grad():
-            return compute_masks(self.pattern, {t.name: t.module.weight for t in self.targets})
+            return compute_masks(self.pattern, {t.name: t.linear_weight for t in self.targets})
 
     @torch.no_grad()
     def apply_masks(self, masks: Mapping[str, torch.Tensor]) -> None:
         for target in self.targets:
-            target.module.weight.mul_(masks[target.name].to(target.module.weight.dtype))
+            target.linear_weight.mul_(masks[target.name].to(target.module.weight.dtype))

@@ -36,7 +36,7 @@ class MaskedFineTuner(PruningMethod):
 
     @torch.no_grad()
     def after_backward(self, step: int) -> None:
-        grads = [w.grad for w in self.weights]
+        grads = self.grads
         if all(g is not None for g in grads):
             torch._foreach_mul_(grads, self._float_masks)
 

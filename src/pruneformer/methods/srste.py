@@ -49,7 +49,7 @@ class SRSTEPruner(PruningMethod):
             return
         dense = self._dense
         self._restore()
-        grads = [w.grad for w in self.weights]
+        grads = self.grads
         if self.lambda_w and all(g is not None for g in grads):
             decay = torch._foreach_mul([1.0 - m for m in self._masks], dense)
             torch._foreach_add_(grads, decay, alpha=self.lambda_w)

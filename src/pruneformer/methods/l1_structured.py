@@ -1,0 +1,85 @@
+"""The structured baseline: one-shot L1-magnitude pruning of whole attention heads and FFN units.
+
+A head's importance is the L1 norm of its query, key and value rows and its attention-output columns; an
+FFN unit's is the L1 norm of its FFN-in row and FFN-out column. Heads and units are ranked globally (over
+all layers), and the same share of each is kept, ``floor(target * count)``, so the kept fraction of encoder
+weights is the target or a hair below it. Retraining (with the mask fixed, or equivalently on the
+physically shrunk model) is the pipeline's job.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ..compress.slicing import LayerPlan
+from ..targets import Target
+from .base import PruningMethod
+from .mlpruning import kept_indices
+
+
+class L1StructuredPruner(PruningMethod):
+    """Keep the largest-L1 heads and FFN units, the same share of each, over all layers."""
+
+    name: ClassVar[str] = "l1-structured"
+    trains: ClassVar[bool] = False
+
+    def __init__(self, target: float) -> None:
+        if not 0 < target <= 1:
+            raise ValueError("target must be in (0, 1]")
+        self.pattern = None
+        self.targets: list[Target] = []
+        self.history: list[dict] = []
+        self.target_fraction = float(target)
+        self.final_masks: dict[str, torch.Tensor] = {}
+        self.importance: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def attach(self, model: nn.Module, targets: list[Target]) -> None:  # type: ignore[override]
+        self.model, self.targets = model, list(targets)
+        heads = model.config.num_attention_heads
+        head_dim = model.config.hidden_size // heads
+        by_layer: dict[int, dict[str, torch.Tensor]] = {}
+        for t in self.targets:
+            by_layer.setdefault(t.layer, {})[t.role] = t.module.weight.abs()
+        for layer, w in sorted(by_layer.items()):
+            rows = w["query"].sum(1) + w["key"].sum(1) + w["value"].sum(1) + w["attn_out"].sum(0)
+            self.importance[f"layer{layer}.heads"] = rows.view(heads, head_dim).sum(1)
+            self.importance[f"layer{layer}.ffn_units"] = w["ffn_in"].sum(1) + w["ffn_out"].sum(0)
+
+    @torch.no_grad()
+    def finalize(self) -> dict[str, torch.Tensor]:
+        for kind in ("heads", "ffn_units"):
+            keys = [k for k in self.importance if k.endswith(kind)]
+            flat = torch.cat([self.importance[k] for k in keys])
+            keep = torch.zeros_like(flat, dtype=torch.bool)
+            keep[flat.topk(math.floor(self.target_fraction * flat.numel() + 1e-9)).indices] = True
+            for key, part in zip(keys, keep.split([self.importance[k].numel() for k in keys])):
+                self.final_masks[key] = part
+        heads = self.model.config.num_attention_heads
+        head_dim = self.model.config.hidden_size // heads
+        masks = {}
+        for t in self.targets:
+            head = self.final_masks[f"layer{t.layer}.heads"].repeat_interleave(head_dim)
+            units = self.final_masks[f"layer{t.layer}.ffn_units"]
+            unit = head if t.role in ("query", "key", "value", "attn_out") else units
+            along_rows = t.role in ("query", "key", "value", "ffn_in")
+            mask = (unit[:, None] if along_rows else unit[None, :]).expand(t.shape).clone()
+            t.module.weight.mul_(mask)
+            masks[t.name] = mask
+        return masks
+
+    def layer_plans(self, num_layers: int, round_to: int | None = None) -> list[LayerPlan]:
+        """What each layer keeps, for :func:`compress.shrink_model` (after ``finalize``)."""
+        return [LayerPlan(heads=kept_indices(self.final_masks[f"layer{l}.heads"], self.importance[f"layer{l}.heads"], None),
+                          ffn_units=kept_indices(self.final_masks[f"layer{l}.ffn_units"],
+                                                 self.importance[f"layer{l}.ffn_units"], round_to))
+                for l in range(num_layers)]
+
+    def kept_summary(self) -> list[dict[str, int]]:
+        layers = sorted({int(k.split(".")[0][5:]) for k in self.final_masks})
+        return [{"layer": l, "heads": int(self.final_masks[f"layer{l}.heads"].sum()),
+                 "ffn_units": int(self.final_masks[f"layer{l}.ffn_units"].sum())} for l in layers]

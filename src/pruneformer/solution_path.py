@@ -1,0 +1,177 @@
+"""SPP end to end: one search writes a path record; extraction cuts smaller models at any ratios from it.
+
+``search(recipe)``: data + model -> optional dense fine-tune -> the SPP search (masks on the paired inner
+dimensions, weights frozen by default) -> ``<output_dir>/model/`` (the model the search ran on) with
+``spp_path.safetensors`` beside it, ``spp_path.png`` and ``spp_search.json``.
+
+``extract(search_dir, ratios)``: for each ratio, the units that entered the path earliest are kept
+(per group, global over layers), the model is physically sliced, optionally fine-tuned briefly, scored,
+and saved as ``ratio-0.30/`` (loadable with plain transformers). No search is rerun.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from transformers import DataCollatorWithPadding, set_seed
+
+from .compress.io import save_shrunk_model
+from .compress.paired import extract as slice_units
+from .compress.paired import removed_parameters
+from .data import DataBundle, tokenize_bundle
+from .errors import CheckpointError, PruneformerError
+from .evaluation import evaluate
+from .io import load_pruned_model, save_pruned_model
+from .methods.spp import SPPSearch
+from .models import load_classifier
+from .path_record import PATH_FILE, PathRecord, check_ratio, model_fingerprint
+from .pipeline import _settings, data_signature, prepare_data, quiet_library_progress
+from .recipe import Recipe, load_recipe, recipe_to_yaml
+from .spp_plots import plot_accuracy_vs_ratio, plot_solution_path
+from .targets import resolve_targets
+from .training import train_phase
+
+SEARCH_SUMMARY = "spp_search.json"
+EXTRACT_SUMMARY = "spp_extract.json"
+
+
+def build_search(recipe: Recipe) -> SPPSearch:
+    s = recipe.spp
+    return SPPSearch(kappa=s.kappa, nu=s.nu, lam=s.lam, alpha=s.alpha, granularity=s.granularity,
+                     train_weights=s.train_weights, mask_optimizer=s.mask_optimizer, mask_lr=s.mask_lr,
+                     record_every=s.record_every)
+
+
+def _scores(model, tokenized: DataBundle, collator, recipe: Recipe) -> dict[str, dict[str, float]]:
+    metrics, size = tokenized.task.metrics, recipe.train.eval_batch_size
+    result = {"dev": evaluate(model, tokenized.dev, collator, metrics, size)}
+    if tokenized.test is not None:
+        result["test"] = evaluate(model, tokenized.test, collator, metrics, size)
+    return result
+
+
+def load_task(recipe: Recipe, tokenizer) -> tuple[DataBundle, Any]:
+    bundle = prepare_data(recipe.data, recipe.seed)
+    return tokenize_bundle(bundle, tokenizer, recipe.data.max_length), DataCollatorWithPadding(tokenizer)
+
+
+def search(recipe: Recipe, progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the SPP search of ``recipe`` (its ``spp`` section) and save the model with its path record."""
+    quiet_library_progress()
+    out = Path(recipe.output_dir)
+    if (out / "model" / PATH_FILE).is_file():
+        raise PruneformerError(f"Output directory '{out}' already holds an SPP search.",
+                               "extract from it with `pruneformer spp-extract`, or choose another --output-dir")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "recipe.yaml").write_text(recipe_to_yaml(recipe))
+    set_seed(recipe.seed)
+    started = time.perf_counter()
+    bundle = prepare_data(recipe.data, recipe.seed)
+    task = bundle.task
+    model, tokenizer = load_classifier(recipe.dense.checkpoint or recipe.model, task.num_labels,
+                                       task.problem_type, task.label_names)
+    tokenized = tokenize_bundle(bundle, tokenizer, recipe.data.max_length)
+    collator = DataCollatorWithPadding(tokenizer)
+    method = build_search(recipe)
+    targets = resolve_targets(model)
+    method.attach(model, targets)  # fails on an unsupported layout before any training
+    method.finalize()
+    wall: dict[str, float] = {}
+    if recipe.dense.checkpoint is None and recipe.dense.epochs > 0:
+        dense = train_phase(model, tokenized.train, collator,
+                            _settings(recipe, recipe.dense.epochs, recipe.dense.lr, progress),
+                            name="dense", dev_dataset=None, metrics=task.metrics)
+        wall["dense"] = dense.wall_time_s
+    dense_scores = _scores(model, tokenized, collator, recipe)
+    log(f"dense: dev {dense_scores['dev']}")
+
+    method = build_search(recipe)
+    method.attach(model, targets)
+    phase = train_phase(model, tokenized.train, collator,
+                        _settings(recipe, recipe.spp.epochs, recipe.prune.lr, progress),
+                        name="spp-search", method=method, dev_dataset=None, metrics=task.metrics)
+    method.finalize()
+    wall["search"] = phase.wall_time_s
+    after = dense_scores if not recipe.spp.train_weights else _scores(model, tokenized, collator, recipe)
+    model_dir = save_pruned_model(model, tokenizer, out / "model", {
+        "method": "spp-search", "pattern": None, "task": task.to_dict(), "scores": after, "seed": recipe.seed,
+        "data_signature": data_signature(recipe)})
+    record = method.path_record(model_fingerprint(model))
+    record.save(model_dir)
+    plot_solution_path(record, out / "spp_path.png")
+    warning = method.convergence_warning()
+    if warning:
+        log(f"warning: {warning}")
+    entered = {g: int((e >= 0).sum()) for g, e in record.entry.items()}
+    summary = {"steps": record.steps, "entered": entered, "units": {g: e.numel() for g, e in record.entry.items()},
+               "dense": dense_scores, "model_scores": after, "wall_time_s": {**wall, "total": time.perf_counter() - started},
+               "search_step_time_s": phase.mean_step_time_s, "record": str(model_dir / PATH_FILE),
+               "settings": record.settings, "warning": warning}
+    (out / SEARCH_SUMMARY).write_text(json.dumps(summary, indent=2))
+    log(f"SPP search: {record.steps} steps in {phase.wall_time_s:.0f}s; units on the path {entered} "
+        f"of {summary['units']}; record {model_dir / PATH_FILE}")
+    return summary
+
+
+def cut(model, keep: dict[str, torch.Tensor], recipe: Recipe, tokenized: DataBundle, collator,
+        finetune_epochs: float, progress: bool = False) -> tuple[Any, dict[str, Any]]:
+    """Slice ``keep`` out of ``model`` (unchanged), fine-tune the smaller model briefly, score it."""
+    t0 = time.perf_counter()
+    shrunk = slice_units(model, keep)
+    dense_params = sum(p.numel() for p in model.parameters())
+    row: dict[str, Any] = {"parameters": sum(p.numel() for p in shrunk.parameters()), "dense_parameters": dense_params,
+                           "removed_parameters": removed_parameters(model, keep),
+                           "kept_units": {g: int(k.sum()) for g, k in keep.items()},
+                           "units": {g: k.numel() for g, k in keep.items()}}
+    if finetune_epochs > 0:
+        set_seed(recipe.seed)
+        phase = train_phase(shrunk, tokenized.train, collator,
+                            _settings(recipe, finetune_epochs, recipe.prune.lr, progress), name="finetune",
+                            metrics=tokenized.task.metrics)
+        row["finetune_steps"] = phase.steps
+    row["scores"] = _scores(shrunk, tokenized, collator, recipe)
+    row["wall_time_s"] = time.perf_counter() - t0
+    return shrunk, row
+
+
+def extract(search_dir: str | Path, ratios: Sequence[float], finetune_epochs: float | None = None,
+            output_dir: str | Path | None = None, progress: bool = True,
+            log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Cut one physically smaller model per ratio from an SPP search directory, without searching again."""
+    quiet_library_progress()
+    ratios = [check_ratio(r) for r in ratios]
+    if not ratios:
+        raise PruneformerError("No ratio given.", "pass one or more, e.g. --ratio 0.3 0.5 0.7")
+    search_dir = Path(search_dir)
+    model_dir = search_dir / "model"
+    if not (search_dir / "recipe.yaml").is_file() or not model_dir.is_dir():
+        raise CheckpointError(f"'{search_dir}' is not an SPP search directory (no recipe.yaml and model/).",
+                              "pass the --output-dir of `pruneformer spp-search`")
+    record = PathRecord.load(model_dir)
+    model, tokenizer, _ = load_pruned_model(model_dir)
+    record.check_model(model, str(model_dir))
+    recipe = load_recipe(search_dir / "recipe.yaml")
+    epochs = recipe.spp.finetune_epochs if finetune_epochs is None else finetune_epochs
+    out = Path(output_dir) if output_dir else search_dir
+    tokenized, collator = load_task(recipe, tokenizer)
+    rows = []
+    for ratio in ratios:
+        shrunk, row = cut(model, record.keep(ratio), recipe, tokenized, collator, epochs, progress)
+        directory = save_shrunk_model(shrunk, tokenizer, out / f"ratio-{ratio:.2f}", {
+            "method": "spp", "pattern": None, "ratio": ratio, "task": tokenized.task.to_dict(),
+            "record_fingerprint": record.fingerprint, **{k: v for k, v in row.items() if k != "wall_time_s"}})
+        row |= {"ratio": ratio, "finetune_epochs": epochs, "model_dir": str(directory)}
+        rows.append(row)
+        primary = tokenized.task.metrics[0]
+        log(f"ratio {ratio:.2f}: {row['parameters']:,} parameters (dense {row['dense_parameters']:,}); "
+            f"dev {primary} {row['scores']['dev'][primary]:.4f}; saved {directory}")
+    previous = json.loads((out / EXTRACT_SUMMARY).read_text()) if (out / EXTRACT_SUMMARY).is_file() else []
+    merged = {r["ratio"]: r for r in previous} | {r["ratio"]: r for r in rows}
+    (out / EXTRACT_SUMMARY).write_text(json.dumps(sorted(merged.values(), key=lambda r: r["ratio"]), indent=2))
+    plot_accuracy_vs_ratio({"SPP": sorted(merged.values(), key=lambda r: r["ratio"])},
+                           tokenized.task.metrics[0], out / "accuracy_vs_ratio.png")
+    return rows

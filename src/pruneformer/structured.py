@@ -1,0 +1,221 @@
+"""Structured pruning runs that end in a physically smaller model: MLPruning and the L1 baseline.
+
+Called by :func:`pruneformer.pipeline.run` after the dense fine-tune, for ``prune.method`` in
+:data:`STRUCTURED_METHODS`:
+
+* ``mlpruning`` (arXiv 2105.14636, two steps): head + row pruning with learnable Top-k thresholds and
+  distillation from the dense model (logits, hidden states, attention probabilities) -> physical shrink
+  (kept rows rounded up to a block multiple) -> optionally block pruning of the shrunk model, with the
+  step-2 model as teacher. ``mlpruning.block_keep`` < 1 turns the block step on; the head + row step then
+  aims at ``target / block_keep`` so that the two together keep ``target`` of the encoder weights.
+* ``l1-structured``: one-shot L1-magnitude heads and FFN units at the same fraction, shrink, then retrain
+  the shrunk model for the same budget with the same distillation (no attention term: the student has
+  fewer heads than its teacher). Retraining the shrunk model is masked retraining with the mask fixed,
+  only cheaper.
+
+The result is saved with :func:`compress.save_shrunk_model`; plain transformers loads it.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .compress import kept_encoder_weights, load_shrunk_model, save_shrunk_model, shrink_model
+from .compress.slicing import _check_model
+from .distill import Distiller
+from .errors import PatternError, PruneformerError
+from .evaluation import evaluate
+from .methods import L1StructuredPruner, MLPruner
+from .recipe import Recipe
+from .report import write_report
+from .sparsity import layer_sparsity
+from .targets import resolve_targets
+from .training import PhaseResult, TrainSettings, train_phase
+
+STRUCTURED_METHODS = ("mlpruning", "l1-structured")
+
+
+def check_structured(model: nn.Module, recipe: Recipe) -> None:
+    """Fail before any training when the model or the block size cannot be used (one-line errors)."""
+    _check_model(model)
+    m = recipe.mlpruning
+    if recipe.prune.method == "mlpruning" and m.block_keep < 1:
+        config = model.config
+        head_dim = config.hidden_size // config.num_attention_heads
+        for size, what in ((config.hidden_size, "the hidden size"), (head_dim, "the head width"),
+                           (config.intermediate_size, "the FFN width")):
+            if size % m.block_size:
+                raise PatternError(f"Block size {m.block_size} does not divide {what} ({size}) of this model's layers.",
+                                   "choose a block size that divides it, e.g. 16 or 32 (mlpruning.block_size)")
+
+
+def mlpruning_distiller(teacher: nn.Module, layers: int, recipe: Recipe, attention: bool) -> Distiller:
+    """MLPruning's loss, 0.9 * [KL(T=2) * 4 + sum MSE(hidden) + sum MSE(attention)] + 0.1 * CE, by default."""
+    m = recipe.mlpruning
+    return Distiller(teacher, temperature=m.temperature, alpha=m.distill_alpha,
+                     hidden_weight=m.distill_alpha * m.hidden_weight * (layers + 1),
+                     attention_weight=m.distill_alpha * m.attention_weight * layers if attention else 0.0)
+
+
+def _eager(model: nn.Module) -> nn.Module:
+    """Attention probabilities need eager attention (SDPA returns none); shrunk models switch by themselves."""
+    if hasattr(model, "set_attn_implementation") and model.config.model_type != "shrunk-bert":
+        model.set_attn_implementation("eager")
+    return model
+
+
+def run_structured(recipe: Recipe, ctx: dict[str, Any], settings: Callable[[float, float], TrainSettings],
+                   resume: bool, log: Callable[[str], None], callbacks=()) -> dict[str, Any]:
+    """The pruning phases, shrink, evaluation, save and report of a structured run.
+
+    ``ctx`` holds what the dense part of the pipeline built: model, tokenizer, tokenized, collator, task,
+    bundle, state, phases, dense_scores, wall, t0 and out.
+    """
+    model, tokenized, collator, task = ctx["model"], ctx["tokenized"], ctx["collator"], ctx["task"]
+    out, state, phases, wall = Path(ctx["out"]), ctx["state"], ctx["phases"], ctx["wall"]
+    m, method_name = recipe.mlpruning, recipe.prune.method
+    layers = model.config.num_hidden_layers
+    dense_weights = kept_encoder_weights(model)
+    block_stage = method_name == "mlpruning" and m.block_keep < 1
+    block_epochs = (m.block_epochs if m.block_epochs is not None else recipe.prune.epochs / 2) if block_stage else 0.0
+    finetune_epochs = m.finetune_epochs if method_name == "mlpruning" and not block_stage else 0.0
+    first_epochs = recipe.prune.epochs - block_epochs - finetune_epochs
+    warnings: list[str] = []
+    structure: list[dict[str, int]] = []
+
+    def train(student, key, method, distiller, epochs):
+        return train_phase(student, tokenized.train, collator, settings(epochs, recipe.prune.lr), name=key,
+                           method=method, distiller=distiller, dev_dataset=tokenized.dev, metrics=task.metrics,
+                           checkpoint_dir=out / "checkpoints" / key, resume=resume, callbacks=callbacks)
+
+    # -- step 1: choose heads/units (and rows), then shrink -----------------------------------------------
+    key = f"phase0-{method_name}-{'head-row' if method_name == 'mlpruning' else 'one-shot'}"
+    snapshot = out / "checkpoints" / key
+    done = state.done(key)
+    teacher = model if done else copy.deepcopy(model)  # the dense fine-tuned model
+    if done:
+        shrunk = load_shrunk_model(snapshot)[0]
+        result, structure = PhaseResult(**done["phase"]), done["structure"]
+        warnings += done.get("warnings", [])
+    else:
+        targets = resolve_targets(model)
+        if method_name == "mlpruning":
+            method = MLPruner(m.target / m.block_keep, level="head_row", block_size=m.block_size,
+                              threshold_init=m.threshold_init, score_lr=m.score_lr)
+            distiller = mlpruning_distiller(_eager(teacher), layers, recipe, attention=m.attention_weight > 0) \
+                if m.distill else None
+            method.attach(_eager(model), targets)
+            result = train(model, key, method, distiller, first_epochs)
+        else:
+            method = L1StructuredPruner(m.target)
+            method.attach(model, targets)
+            result = PhaseResult(name=key)
+        method.finalize()
+        warning = method.convergence_warning()
+        if warning:
+            warnings.append(warning)
+            log(f"warning: {warning}")
+        structure = method.kept_summary()
+        shrunk = shrink_model(model, method.layer_plans(layers, m.block_size if block_stage else None))
+        _check_exact(model, shrunk, tokenized.dev, collator)
+        save_shrunk_model(shrunk, ctx["tokenizer"], snapshot, {"method": method_name, "step": key})
+        result.method_history = list(method.history)
+        state.mark(key, {"phase": result.to_dict(), "structure": structure, "warnings": [warning] if warning else []})
+        log(f"{key}: {result.steps} steps in {result.wall_time_s:.0f}s; encoder weights kept "
+            f"{kept_encoder_weights(shrunk) / dense_weights:.4f}")
+    phases.append(result)
+    wall[key] = result.wall_time_s
+
+    # -- step 2: block pruning of the shrunk model (MLPruning), or retraining it (the L1 baseline, and
+    # MLPruning's optional fine-tune after the head/row step) --------------------------------------------
+    retrain_epochs = recipe.prune.epochs if method_name == "l1-structured" else finetune_epochs
+    if block_stage or retrain_epochs > 0:
+        key = f"phase1-{'mlpruning-block' if block_stage else 'retrain'}"
+        snapshot = out / "checkpoints" / key
+        done = state.done(key)
+        if done:
+            shrunk = load_shrunk_model(snapshot)[0]
+            result = PhaseResult(**done["phase"])
+        else:
+            if block_stage:
+                # rows padded to a block multiple are stored but zero: aim at the target of the *dense* weights
+                keep = min(1.0, m.target * dense_weights / kept_encoder_weights(shrunk))
+                method = MLPruner(keep, level="block", block_size=m.block_size,
+                                  threshold_init=m.threshold_init, score_lr=m.score_lr)
+                distiller = mlpruning_distiller(copy.deepcopy(shrunk), layers, recipe, attention=m.attention_weight > 0) \
+                    if m.distill else None
+                method.attach(shrunk, resolve_targets(shrunk))
+                result = train(shrunk, key, method, distiller, block_epochs)
+                method.finalize()
+                result.method_history = list(method.history)
+            else:
+                distiller = mlpruning_distiller(teacher, layers, recipe, attention=False) if m.distill else None
+                result = train(shrunk, key, None, distiller, retrain_epochs)
+            save_shrunk_model(shrunk, ctx["tokenizer"], snapshot, {"method": method_name, "step": key})
+            state.mark(key, {"phase": result.to_dict()})
+            log(f"{key}: {result.steps} steps in {result.wall_time_s:.0f}s")
+        phases.append(result)
+        wall[key] = result.wall_time_s
+
+    # -- evaluate, save, report ---------------------------------------------------------------------------
+    shrunk.eval()
+    t1 = time.perf_counter()
+    pruned_scores = {"dev": evaluate(shrunk, tokenized.dev, collator, task.metrics, recipe.train.eval_batch_size)}
+    if tokenized.test is not None:
+        pruned_scores["test"] = evaluate(shrunk, tokenized.test, collator, task.metrics, recipe.train.eval_batch_size)
+    wall["eval_pruned"] = time.perf_counter() - t1
+    shrunk_targets = resolve_targets(shrunk)
+    nonzero = sum(int((t.module.weight != 0).sum()) for t in shrunk_targets)
+    remaining = nonzero / dense_weights
+    model_dir = save_shrunk_model(shrunk, ctx["tokenizer"], out / "model", {
+        "method": method_name, "pattern": None, "target": m.target, "remaining_fraction": remaining,
+        "task": task.to_dict(), "seed": recipe.seed, "structure": structure})
+    wall["total"] = time.perf_counter() - ctx["t0"]
+    config = shrunk.config
+    per_layer = [{"layer": i, "heads": config.layer_num_heads[i], "ffn_units": config.layer_intermediate_size[i],
+                  "attn_out_rows": len(config.layer_attn_out_rows[i] or range(config.hidden_size)),
+                  "ffn_out_rows": len(config.layer_ffn_out_rows[i] or range(config.hidden_size))}
+                 for i in range(config.num_hidden_layers)]
+    rows = layer_sparsity([t for t in shrunk_targets if t.module.weight.numel()], None)  # removed blocks: no row
+    bundle = ctx["bundle"]
+    report = {
+        "model": str(recipe.model), "method": method_name, "pattern": f"{m.target:g} of encoder weights",
+        "seed": recipe.seed, "task": task.to_dict(),
+        "data_sizes": {"train": len(bundle.train), "dev": len(bundle.dev),
+                       "test": len(bundle.test) if bundle.test is not None else 0},
+        "dense": ctx["dense_scores"], "pruned": pruned_scores, "primary_metric": task.metrics[0],
+        "overall_sparsity": 1 - remaining, "all_layers_satisfy_pattern": None, "layers": rows,
+        "structured": {"target": m.target, "remaining_fraction": remaining, "dense_encoder_weights": dense_weights,
+                       "shrunk_encoder_weights": kept_encoder_weights(shrunk), "nonzero_encoder_weights": nonzero,
+                       "kept_per_layer": per_layer, "block_size": m.block_size if block_stage else None,
+                       "block_keep": m.block_keep if block_stage else None,
+                       "model_file_bytes": (model_dir / "model.safetensors").stat().st_size},
+        "phases": [p.to_dict() for p in phases], "wall_time_s": wall, "admm_step_time_ratio": None,
+        "model_dir": str(model_dir), "recipe": recipe.model_dump(mode="json"), "warnings": warnings,
+    }
+    write_report(report, out)
+    primary = task.metrics[0]
+    log(f"{method_name} (encoder weights kept {remaining:.4f}, target {m.target:g}): "
+        f"dev {primary} {ctx['dense_scores']['dev'][primary]:.4f} -> {pruned_scores['dev'][primary]:.4f}"
+        f"  (report: {out / 'report.md'})")
+    return report
+
+
+@torch.no_grad()
+def _check_exact(masked: nn.Module, shrunk: nn.Module, dataset, collator, examples: int = 16) -> None:
+    """The shrunk model must predict what the masked one does (a cheap guard on every run)."""
+    rows = dataset.to_list()[:examples] if hasattr(dataset, "to_list") else list(dataset)[:examples]
+    batch = {k: v.to(next(shrunk.parameters()).device) for k, v in collator(rows).items() if k != "labels"}
+    was = masked.training, shrunk.training
+    masked.eval(), shrunk.eval()
+    gap = float((masked(**batch).logits - shrunk(**batch).logits).abs().max())
+    masked.train(was[0]), shrunk.train(was[1])
+    if gap > 1e-3:
+        raise PruneformerError(f"Internal error: the shrunk model's logits differ from the masked model's by {gap:.2e}.",
+                               "please report this with the recipe.yaml of the run")

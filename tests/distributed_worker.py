@@ -1,0 +1,84 @@
+"""One rank of the multi-process test (``tests/test_distributed.py`` launches it with torchrun).
+
+It runs ``pipeline.run`` unchanged, interrupted once mid-ADMM and then resumed, and records after every
+optimizer step a digest of the method's state (ADMM's Z and U, masks, rho), its current masks and the
+targeted weights. The test compares those digests across ranks step by step: identical state on every rank
+must hold at each step, not only after the broadcasts at epoch ends.
+
+Usage: ``torchrun --standalone --nproc_per_node 2 tests/distributed_worker.py CONFIG.json``
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+
+import torch
+
+import pruneformer.pipeline as pipeline
+from pruneformer.checkpoint import split_tensors
+from pruneformer.distributed import current
+from pruneformer.recipe import build_recipe
+
+
+class Interrupt(Exception):
+    """Stands for a killed run."""
+
+
+def digest(method) -> str:
+    """SHA-256 over the method's state tensors, its current masks and the targeted weights."""
+    tensors = split_tensors(method.state_dict())[0]
+    masks = method.current_masks()
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        h.update(key.encode() + tensors[key].contiguous().numpy().tobytes())
+    for key in sorted(masks):
+        h.update(key.encode() + masks[key].contiguous().numpy().tobytes())
+    for weight in method.weights:
+        h.update(weight.detach().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def main(config_path: str) -> None:
+    config = json.loads(open(config_path).read())
+    rank = int(os.environ["RANK"])
+    records: list[list] = []
+    build = pipeline.build_method
+
+    def recording_build(phase, recipe, masks):
+        method = build(phase, recipe, masks)
+        after = method.after_optimizer_step
+
+        def after_optimizer_step(step: int) -> None:
+            after(step)
+            records.append([phase.name, step, digest(method)])
+
+        method.after_optimizer_step = after_optimizer_step
+        return method
+
+    pipeline.build_method = recording_build
+    recipe = build_recipe(config["recipe"])
+    calls: list[int] = []
+
+    def interrupt(step: int, loss: float) -> None:
+        calls.append(step)
+        if len(calls) == config["interrupt_after_calls"]:
+            raise Interrupt()
+
+    try:
+        pipeline.run(recipe, progress=False, log=lambda _: None, callbacks=[interrupt])
+    except Interrupt:
+        pass
+    report = pipeline.run(recipe, resume=True, progress=False, log=lambda _: None)
+    world = current()
+    out = {"rank": rank, "world": [world.rank, world.size], "records": records, "pruned": report["pruned"], "dense": report["dense"],
+           "resumed_from": [p.get("resumed_from_step") for p in report["phases"]],
+           "threads": torch.get_num_threads()}
+    with open(os.path.join(config["record_dir"], f"rank{rank}.json"), "w") as handle:
+        json.dump(out, handle)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
