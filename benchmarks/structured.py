@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -258,7 +259,7 @@ def latency(args, preset_name: str, preset: dict, records: list[dict]) -> tuple[
 
     lines = [f"CPU latency, {hardware()} (torch.set_num_threads(2)); seed-0 models of preset `{preset_name}`; "
              f"fastest of {args.rounds} interleaved rounds per cell (medians in the JSON); the CPU was shared "
-             f"with other jobs (load average about 10 on 2 cores).", "",
+             f"with other jobs (1-minute load average {os.getloadavg()[0]:.1f} on 2 cores when the run ended).", "",
              "Forward time as a ratio to the dense model measured in the same rounds (lower is faster); "
              "dense time in ms in the first row:", "",
              "| model | encoder weights stored | " + " | ".join(f"batch {b}, len {l}" for b, l in shapes) + " |",
