@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
 
+from pruneformer.report import hardware_summary
 from pruneformer.llm import load_causal_lm, load_texts, perplexity, token_blocks
 from pruneformer.oneshot import build_oneshot_method, oneshot
 from pruneformer.patterns import parse_pattern
@@ -40,10 +40,6 @@ PRESETS = {
 }
 
 
-def hardware() -> str:
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-
-
 def summarise(records: list[dict], name: str, preset: dict, setup: dict) -> tuple[str, dict]:
     by_key = {(r["method"], r["pattern"]): r for r in records}
     dense = by_key.get(("dense", "dense"))
@@ -51,7 +47,7 @@ def summarise(records: list[dict], name: str, preset: dict, setup: dict) -> tupl
              f"{setup['targets']} target Linears; calibration {setup['calibration']} x {preset['seq_len']} tokens "
              f"from the movie-review train split; held-out {setup['heldout']} x {preset['seq_len']} tokens "
              f"({setup['predicted']} predicted) from its test split; split seed 0, one calibration set "
-             f"(no seed spread); SparseGPT dampening 0.01, block 128; {hardware()}.", "",
+             f"(no seed spread); SparseGPT dampening 0.01, block 128; {hardware_summary()}.", "",
              "Perplexity on the held-out text (lower is better):", "",
              "| pattern | method | perplexity | vs dense | sparsity | pattern exact | prune time (s) |",
              "|---|---|---|---|---|---|---|"]
@@ -64,7 +60,7 @@ def summarise(records: list[dict], name: str, preset: dict, setup: dict) -> tupl
                 ratio = f"{r['perplexity'] / dense['perplexity']:.2f}x" if dense else "-"
                 lines.append(f"| {pattern} | {method} | {r['perplexity']:.2f} | {ratio} | {r['sparsity']:.4f} | "
                              f"{'yes' if r['pattern_exact'] else 'NO'} | {r['prune_s']:.0f} |")
-    return "\n".join(lines) + "\n", {"preset": name, "settings": preset, "setup": setup, "hardware": hardware(),
+    return "\n".join(lines) + "\n", {"preset": name, "settings": preset, "setup": setup, "hardware": hardware_summary(),
                                      "records": records}
 
 

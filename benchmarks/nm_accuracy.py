@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from pruneformer.report import hardware_summary
 from pruneformer.methods import ADMMPruner, SRSTEPruner
 from pruneformer.pipeline import run
 from pruneformer.recipe import build_recipe
@@ -37,10 +37,6 @@ PRESETS = {
     "standard": dict(max_train=8000, max_eval=1000, dense_epochs=1.0, lr=5e-5, budget=1.0, interval=16, seeds=[0, 1, 2]),
     "full": dict(max_train=None, max_eval=None, dense_epochs=1.0, lr=5e-5, budget=2.0, interval=30, seeds=[0, 1, 2]),
 }
-
-
-def hardware() -> str:
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def base_recipe(preset: dict, seed: int, out: Path, args) -> dict:
@@ -131,7 +127,7 @@ def summarise(records: list[dict], preset_name: str, preset: dict, timing: dict 
     lines = [f"Preset `{preset_name}` (train {preset['max_train'] or 'all'}, dev/test {preset['max_eval'] or 'all'}, "
              f"dense {preset['dense_epochs']} epoch(s), lr {args.lr or preset['lr']}, pruning budget {preset['budget']} epoch(s), ADMM interval "
              f"{preset['interval']} steps, rho {args.rho} {args.rho_schedule} (max {args.rho_max}), penalty "
-             f"{args.penalty}, distill {args.distill}); seeds {sorted({r['seed'] for r in records})}; {hardware()}.",
+             f"{args.penalty}, distill {args.distill}); seeds {sorted({r['seed'] for r in records})}; {hardware_summary()}.",
              "", "Accuracy (%) on the held-out test split, mean ± std over seeds (dev in brackets):", "",
              "| pattern | method | test | dev | n |", "|---|---|---|---|---|"]
     for pattern in ["dense"] + PATTERNS:
@@ -143,7 +139,7 @@ def summarise(records: list[dict], preset_name: str, preset: dict, timing: dict 
         lines += ["", f"Training-step time, same batches, same process: ADMM / dense = {timing['admm_over_dense']:.3f}, "
                       f"SR-STE / dense = {timing['srste_over_dense']:.3f} (dense step {timing['dense_step_s']:.3f} s, "
                       f"{timing['batch']}, median of {timing['steps_timed']} steps)."]
-    return "\n".join(lines) + "\n", {"preset": preset_name, "settings": preset, "args": vars(args), "hardware": hardware(),
+    return "\n".join(lines) + "\n", {"preset": preset_name, "settings": preset, "args": vars(args), "hardware": hardware_summary(),
                                      "records": records, "timing": timing}
 
 

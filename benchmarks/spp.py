@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
+from pruneformer.report import hardware_summary
 from pruneformer.compress.paired import l1_scores
 from pruneformer.io import load_pruned_model
 from pruneformer.path_record import PathRecord, keep_top
@@ -40,10 +40,6 @@ PRESETS = {
     "quick": dict(max_train=2000, max_eval=500, dense_epochs=1.0, search_epochs=0.5, finetune=0.5,
                   rounds=[[0.2, 0.4, 0.6], [0.3, 0.5]], seeds=[0, 1, 2]),
 }
-
-
-def hardware() -> str:
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def recipe_for(preset: dict, seed: int, out: Path, args) -> dict:
@@ -94,7 +90,7 @@ def summarise(rows: list[dict], preset_name: str, preset: dict, out: Path) -> No
         r["wall_s"] for r in rows if r["method"] == "spp" and r["seed"] in both)
     l1_time = sum(r["wall_s"] for r in rows if r["method"] == "l1" and r["seed"] in both)
     dense = [r["dense_test"] for r in searches.values()]
-    result = {"preset": preset_name, "settings": preset, "hardware": hardware(), "seeds": seeds, "table": table,
+    result = {"preset": preset_name, "settings": preset, "hardware": hardware_summary(), "seeds": seeds, "table": table,
               "timing_seeds": both, "spp_total_s": spp_time, "l1_total_s": l1_time,
               "time_ratio_spp_over_l1": spp_time / l1_time if l1_time else None,
               "search_s": {s: searches[s]["wall_s"] for s in searches},
@@ -104,7 +100,7 @@ def summarise(rows: list[dict], preset_name: str, preset: dict, out: Path) -> No
     pct = lambda v: "-" if v is None else f"{100 * v:.2f}"  # noqa: E731
     lines = [f"Preset `{preset_name}` (train {preset['max_train']}, dev/test {preset['max_eval']}, length 64, "
              f"dense {preset['dense_epochs']} epoch, SPP search {preset['search_epochs']} epoch, "
-             f"fine-tune {preset['finetune']} epoch after every cut); seeds {seeds}; {hardware()}.", "",
+             f"fine-tune {preset['finetune']} epoch after every cut); seeds {seeds}; {hardware_summary()}.", "",
              f"Dense test accuracy: {pct(result['dense_test_mean'])} (mean over seeds).", "",
              "| ratio removed | params kept | SPP test acc. | L1 test acc. | SPP - L1 | n |", "|---|---|---|---|---|---|"]
     for line in table:

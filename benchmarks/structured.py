@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pruneformer.report import hardware_summary
 from pruneformer.pipeline import run
 from pruneformer.recipe import build_recipe
 
@@ -45,10 +45,6 @@ PRESETS = {
     "standard": dict(max_train=8000, max_eval=1000, dense_epochs=1.0, lr=5e-5, budget=2.0, finetune=0.5,
                      threshold_init=5.0, score_lr=0.05, seeds=[0, 1, 2], fractions=[0.5, 0.3, 0.2]),
 }
-
-
-def hardware() -> str:
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def dense_dir(args, preset_name: str, seed: int) -> Path:
@@ -115,7 +111,7 @@ def summarise_accuracy(records: list[dict], preset_name: str, preset: dict) -> t
              f"(MLPruning: {preset['budget'] - preset['finetune']:g} head/row + {preset['finetune']:g} fine-tune of the "
              f"shrunk model; L1: one-shot + {preset['budget']:g} retrain of the shrunk model), "
              f"lr {preset['lr']}, MLPruning threshold init {preset['threshold_init']}, score lr {preset['score_lr']}); "
-             f"seeds {sorted(dense)}; {hardware()}.", "",
+             f"seeds {sorted(dense)}; {hardware_summary()}.", "",
              "Accuracy (%) on the held-out test split, mean ± std over seeds (dev in brackets); "
              "'kept' is the measured fraction of encoder Linear weights remaining:", "",
              "| remaining | method | test | dev | kept | n |", "|---|---|---|---|---|---|"]
@@ -257,7 +253,7 @@ def latency(args, preset_name: str, preset: dict, records: list[dict]) -> tuple[
         block_models[f"+ {keep:g} of 32x32 blocks kept: torch BSR"] = to_bsr(copy.deepcopy(zeroed), 32)
     block_timing = time_models(block_models, [(1, 128), (32, 128)], max(3, args.rounds // 2), vocab)
 
-    lines = [f"CPU latency, {hardware()} (torch.set_num_threads(2)); seed-0 models of preset `{preset_name}`; "
+    lines = [f"CPU latency, {hardware_summary()} (torch.set_num_threads(2)); seed-0 models of preset `{preset_name}`; "
              f"fastest of {args.rounds} interleaved rounds per cell (medians in the JSON); the CPU was shared "
              f"with other jobs (1-minute load average {os.getloadavg()[0]:.1f} on 2 cores when the run ended).", "",
              "Forward time as a ratio to the dense model measured in the same rounds (lower is faster); "
@@ -281,7 +277,7 @@ def latency(args, preset_name: str, preset: dict, records: list[dict]) -> tuple[
             lines.append(f"| {name} | " + " | ".join(
                 f"{block_timing[s][name] / block_timing[s][ref]:.3f}" for s in ("1x128", "32x128")) + " |")
     return "\n".join(lines) + "\n", {"timing_s": timing, "block_timing_s": block_timing, "kept": kept,
-                                     "rounds": args.rounds, "hardware": hardware()}
+                                     "rounds": args.rounds, "hardware": hardware_summary()}
 
 
 def main() -> int:
@@ -328,7 +324,7 @@ def main() -> int:
                 markdown, summary = summarise_accuracy(records, args.preset, preset)
                 (results / f"structured-{args.preset}.md").write_text(markdown)
                 (results / f"structured-{args.preset}.json").write_text(json.dumps(
-                    {"preset": args.preset, "settings": preset, "hardware": hardware(), "summary": summary,
+                    {"preset": args.preset, "settings": preset, "hardware": hardware_summary(), "summary": summary,
                      "records": records}, indent=2))
     markdown, _ = summarise_accuracy(records, args.preset, preset) if records else ("no runs\n", None)
     print(markdown)
