@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
@@ -10,6 +10,9 @@ from torch import nn
 
 from .distributed import current as current_world
 from .metrics import compute_metrics
+
+if TYPE_CHECKING:
+    from .data import DataBundle
 
 Collator = Callable[[list[dict]], dict[str, torch.Tensor]]
 
@@ -45,3 +48,10 @@ def evaluate(model: nn.Module, dataset, collator: Collator, metrics: Sequence[st
     """The task's metrics on ``dataset``."""
     preds, labels = predict(model, dataset, collator, batch_size)
     return compute_metrics(list(metrics), preds, labels)
+
+
+def evaluate_splits(model: nn.Module, bundle: DataBundle, collator: Collator, batch_size: int = 128) -> dict[str, dict[str, float]]:
+    """The task's metrics on the dev split and, when the data has one, the test split: what reports compare."""
+    splits = {"dev": bundle.dev, "test": bundle.test}
+    return {name: evaluate(model, split, collator, bundle.task.metrics, batch_size)
+            for name, split in splits.items() if split is not None}

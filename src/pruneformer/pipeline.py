@@ -25,7 +25,7 @@ from .data import DataBundle, load_data, tokenize_bundle
 from .distill import Distiller
 from .distributed import current as current_world
 from .errors import PruneformerError, RecipeError
-from .evaluation import evaluate
+from .evaluation import evaluate_splits
 from .io import read_pruning_info, save_pruned_model
 from .methods import ADMMPruner, MagnitudePruner, MaskedFineTuner, PruningMethod, SRSTEPruner
 from .models import load_classifier
@@ -178,14 +178,8 @@ def run(recipe: Recipe, resume: bool = False, progress: bool = True,
         f"{', test ' + str(len(bundle.test)) if bundle.test is not None else ''}; "
         f"{len(targets)} target layers, pattern {pattern.spec}, method {recipe.prune.method}")
 
-    def score(split) -> dict[str, float]:
-        return evaluate(model, split, collator, task.metrics, recipe.train.eval_batch_size)
-
     def scores() -> dict[str, dict[str, float]]:
-        result = {"dev": score(tokenized.dev)}
-        if tokenized.test is not None:
-            result["test"] = score(tokenized.test)
-        return result
+        return evaluate_splits(model, tokenized, collator, recipe.train.eval_batch_size)
 
     phases: list[PhaseResult] = []
     # -- dense fine-tune ------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from .compress.paired import extract as slice_units
 from .compress.paired import removed_parameters
 from .data import DataBundle, tokenize_bundle
 from .errors import CheckpointError, PruneformerError
-from .evaluation import evaluate
+from .evaluation import evaluate_splits
 from .io import load_pruned_model, save_pruned_model
 from .methods.spp import SPPSearch
 from .models import load_classifier
@@ -47,11 +47,7 @@ def build_search(recipe: Recipe) -> SPPSearch:
 
 
 def _scores(model, tokenized: DataBundle, collator, recipe: Recipe) -> dict[str, dict[str, float]]:
-    metrics, size = tokenized.task.metrics, recipe.train.eval_batch_size
-    result = {"dev": evaluate(model, tokenized.dev, collator, metrics, size)}
-    if tokenized.test is not None:
-        result["test"] = evaluate(model, tokenized.test, collator, metrics, size)
-    return result
+    return evaluate_splits(model, tokenized, collator, recipe.train.eval_batch_size)
 
 
 def load_task(recipe: Recipe, tokenizer) -> tuple[DataBundle, Any]:

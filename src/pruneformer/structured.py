@@ -30,7 +30,7 @@ from .compress import kept_encoder_weights, load_shrunk_model, save_shrunk_model
 from .compress.slicing import _check_model
 from .distill import Distiller
 from .errors import PatternError, PruneformerError
-from .evaluation import evaluate
+from .evaluation import evaluate_splits
 from .methods import L1StructuredPruner, MLPruner
 from .recipe import Recipe
 from .report import write_report
@@ -166,9 +166,7 @@ def run_structured(recipe: Recipe, ctx: dict[str, Any], settings: Callable[[floa
     # -- evaluate, save, report ---------------------------------------------------------------------------
     shrunk.eval()
     t1 = time.perf_counter()
-    pruned_scores = {"dev": evaluate(shrunk, tokenized.dev, collator, task.metrics, recipe.train.eval_batch_size)}
-    if tokenized.test is not None:
-        pruned_scores["test"] = evaluate(shrunk, tokenized.test, collator, task.metrics, recipe.train.eval_batch_size)
+    pruned_scores = evaluate_splits(shrunk, tokenized, collator, recipe.train.eval_batch_size)
     wall["eval_pruned"] = time.perf_counter() - t1
     shrunk_targets = resolve_targets(shrunk)
     nonzero = sum(int((t.module.weight != 0).sum()) for t in shrunk_targets)
