@@ -52,6 +52,13 @@ app = typer.Typer(cls=_OneLineErrors, add_completion=False, no_args_is_help=True
 #: ``--trust-pickle``, shared by every command that loads model or checkpoint files.
 TRUST_PICKLE = typer.Option(False, "--trust-pickle", help="Allow pickle-based model/checkpoint files (*.bin, *.pt, *.pkl). "
                             "Loading pickle can run code: use only for files you trust.")
+#: Options several commands share, declared once so their flags and help stay the same everywhere.
+QUIET = typer.Option(False, help="No progress bars.")
+MAX_TRAIN = typer.Option(None, help="Use at most this many training examples.")
+MAX_EVAL = typer.Option(None, help="Use at most this many dev/test examples.")
+MAX_LENGTH = typer.Option(None, help="Max tokens per example (default 64).")
+SEED = typer.Option(None, help="Random seed (default 0).")
+DENSE_LR = typer.Option(None, help="Learning rate of the dense fine-tune.")
 
 
 def _fail(exc: PruneformerError) -> None:
@@ -108,9 +115,9 @@ def prune(
     text_column: Optional[str] = typer.Option(None, help="Text column of local data (default 'text')."),
     text_pair_column: Optional[str] = typer.Option(None, help="Second text column for pair tasks."),
     label_column: Optional[str] = typer.Option(None, help="Label column (default 'label')."),
-    max_length: Optional[int] = typer.Option(None, help="Max tokens per example (default 64)."),
-    max_train: Optional[int] = typer.Option(None, help="Use at most this many training examples."),
-    max_eval: Optional[int] = typer.Option(None, help="Use at most this many dev/test examples."),
+    max_length: Optional[int] = MAX_LENGTH,
+    max_train: Optional[int] = MAX_TRAIN,
+    max_eval: Optional[int] = MAX_EVAL,
     method: Optional[str] = typer.Option(None, help="dense | magnitude | magnitude-retrain | srste | admm | admm-srste | mlpruning | l1-structured (default admm)."),
     pattern: Optional[str] = typer.Option(None, help="2:4, 1:4, 4:8 (N:M along inputs), 4x4:8 (blocks), 50% or 50%:global."),
     epochs: Optional[float] = typer.Option(None, help="Total epochs of the pruning phases (default 2)."),
@@ -118,7 +125,7 @@ def prune(
     include: Optional[list[str]] = typer.Option(None, help="Prune only layers matching this role (query, key, value, attn_out, ffn_in, ffn_out) or regex; repeatable."),
     exclude: Optional[list[str]] = typer.Option(None, help="Skip layers matching this role or regex; repeatable."),
     dense_epochs: Optional[float] = typer.Option(None, help="Epochs of the dense fine-tune (default 1)."),
-    dense_lr: Optional[float] = typer.Option(None, help="Learning rate of the dense fine-tune."),
+    dense_lr: Optional[float] = DENSE_LR,
     dense_checkpoint: Optional[str] = typer.Option(None, help="Reuse a dense fine-tuned model directory instead of fine-tuning."),
     admm_epochs: Optional[float] = typer.Option(None, help="Epochs of ADMM inside the budget (default: half)."),
     admm_interval: Optional[int] = typer.Option(None, help="Optimizer steps between ADMM Z/U updates (default 30)."),
@@ -134,11 +141,11 @@ def prune(
     target: Optional[float] = typer.Option(None, help="mlpruning / l1-structured: fraction of encoder weights that remains, in (0, 1] (default 0.5)."),
     block_size: Optional[int] = typer.Option(None, help="mlpruning: block size of the block step (default 32)."),
     block_keep: Optional[float] = typer.Option(None, help="mlpruning: share of the shrunk model the block step keeps (default 1: no block step)."),
-    seed: Optional[int] = typer.Option(None, help="Random seed (default 0)."),
+    seed: Optional[int] = SEED,
     output_dir: Optional[str] = typer.Option(None, "--output-dir", "-o", help="Where the model and report go."),
     resume: bool = typer.Option(False, help="Continue an interrupted run in --output-dir."),
     trust_pickle: bool = TRUST_PICKLE,
-    quiet: bool = typer.Option(False, help="No progress bars."),
+    quiet: bool = QUIET,
 ) -> None:
     """Fine-tune dense, prune to a pattern, retrain, and save the model with a report."""
     from .pipeline import run
@@ -257,7 +264,7 @@ def oneshot_cmd(
     seed: int = typer.Option(0, help="Seed of the embedded sentences' split."),
     save: bool = typer.Option(True, "--save/--no-save", help="Save the pruned model (safetensors) under OUTPUT_DIR/model."),
     output_dir: str = typer.Option("runs/smollm2-oneshot", "--output-dir", "-o", help="Where the model and report go."),
-    quiet: bool = typer.Option(False, help="No progress bars."),
+    quiet: bool = QUIET,
 ) -> None:
     """Prune a decoder LLM (Llama, GPT-2) once with magnitude, Wanda or SparseGPT; report held-out perplexity."""
     from .oneshot import run_oneshot
@@ -279,11 +286,11 @@ def spp_search_cmd(
     recipe: Optional[Path] = typer.Option(None, "--recipe", "-r", help="YAML recipe (its spp section); flags override it."),
     model: Optional[str] = typer.Option(None, help="'embedded' (MiniLM-L6) or a local model directory."),
     data: Optional[str] = typer.Option(None, help="'embedded', a local data file, or a GLUE directory."),
-    max_train: Optional[int] = typer.Option(None, help="Use at most this many training examples."),
-    max_eval: Optional[int] = typer.Option(None, help="Use at most this many dev/test examples."),
-    max_length: Optional[int] = typer.Option(None, help="Max tokens per example (default 64)."),
+    max_train: Optional[int] = MAX_TRAIN,
+    max_eval: Optional[int] = MAX_EVAL,
+    max_length: Optional[int] = MAX_LENGTH,
     dense_epochs: Optional[float] = typer.Option(None, help="Dense fine-tune before the search (default 1; 0 for an already fine-tuned --model)."),
-    dense_lr: Optional[float] = typer.Option(None, help="Learning rate of the dense fine-tune."),
+    dense_lr: Optional[float] = DENSE_LR,
     dense_checkpoint: Optional[str] = typer.Option(None, help="Search on this dense fine-tuned model directory instead."),
     epochs: Optional[float] = typer.Option(None, help="Epochs of the search (default 1)."),
     kappa: Optional[float] = typer.Option(None, help="Bregman kappa (default 1)."),
@@ -296,9 +303,9 @@ def spp_search_cmd(
     mask_lr: Optional[float] = typer.Option(None, help="AdamW learning rate of the masks (default 1e-3)."),
     lr: Optional[float] = typer.Option(None, help="Learning rate of the weights (--train-weights) and of the fine-tunes after extraction."),
     finetune_epochs: Optional[float] = typer.Option(None, help="Default fine-tune of each extracted model (default 1)."),
-    seed: Optional[int] = typer.Option(None, help="Random seed (default 0)."),
+    seed: Optional[int] = SEED,
     output_dir: Optional[str] = typer.Option(None, "--output-dir", "-o", help="Where the model, its path record and the plot go."),
-    quiet: bool = typer.Option(False, help="No progress bars."),
+    quiet: bool = QUIET,
 ) -> None:
     """SPP: one solution-path search over paired-dimension masks; cut any ratio from it with spp-extract."""
     from .recipe import load_recipe
@@ -324,7 +331,7 @@ def spp_extract_cmd(
     ratio: list[float] = typer.Option(..., help="Fractions of paired inner dimensions to remove, each in [0, 1): --ratio 0.3 0.5 0.7."),
     finetune_epochs: Optional[float] = typer.Option(None, help="Short fine-tune of each cut model (default: the search recipe's, 1; 0 = none)."),
     output_dir: Optional[str] = typer.Option(None, "--output-dir", "-o", help="Where ratio-*/ go (default: SEARCH_DIR)."),
-    quiet: bool = typer.Option(False, help="No progress bars."),
+    quiet: bool = QUIET,
 ) -> None:
     """Cut physically smaller models at any ratios from one SPP search (no new search)."""
     from .solution_path import extract
