@@ -41,9 +41,34 @@ def digest(method) -> str:
     return h.hexdigest()
 
 
+def run_structured(config: dict, rank: int) -> None:
+    """MLPruning under torchrun: record a digest of the shrunk model each rank evaluates, and its report."""
+    import pruneformer.structured as structured
+
+    digests: list[str] = []
+    evaluate = structured.evaluate_splits
+
+    def recording_evaluate(model, *args, **kwargs):
+        h = hashlib.sha256()
+        for key, value in sorted(model.state_dict().items()):
+            h.update(key.encode() + value.detach().contiguous().numpy().tobytes())
+        digests.append(h.hexdigest())
+        return evaluate(model, *args, **kwargs)
+
+    structured.evaluate_splits = recording_evaluate
+    report = pipeline.run(build_recipe(config["recipe"]), progress=False, log=lambda _: None)
+    world = current()
+    out = {"rank": rank, "world": [world.rank, world.size], "digests": digests, "pruned": report["pruned"],
+           "kept_per_layer": report["structured"]["kept_per_layer"], "remaining": report["structured"]["remaining_fraction"]}
+    with open(os.path.join(config["record_dir"], f"rank{rank}.json"), "w") as handle:
+        json.dump(out, handle)
+
+
 def main(config_path: str) -> None:
     config = json.loads(open(config_path).read())
     rank = int(os.environ["RANK"])
+    if config.get("mode") == "structured":
+        return run_structured(config, rank)
     records: list[list] = []
     build = pipeline.build_method
 

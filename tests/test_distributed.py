@@ -45,6 +45,18 @@ def recipe_dict(tmp_path: Path, output_dir: Path) -> dict:
     }
 
 
+def launch_two_ranks(tmp_path: Path) -> list[dict]:
+    """Run the worker on ``tmp_path/config.json`` as 2 gloo ranks under torchrun; each rank's record."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(WORKER.parent)}
+    launched = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(WORKER), str(tmp_path / "config.json")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
 def test_two_gloo_processes_match_one_process(tmp_path):
     single = tmp_path / "single"
     torch_threads = torch.get_num_threads()
@@ -59,14 +71,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     config = {"recipe": recipe_dict(tmp_path, multi), "record_dir": str(tmp_path),
               "interrupt_after_calls": 2 * steps_per_epoch + 7}  # step 7 of ADMM, after its checkpoint at step 5
     (tmp_path / "config.json").write_text(json.dumps(config))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(WORKER.parent)}
-    launched = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(WORKER), str(tmp_path / "config.json")],
-        env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert launched.returncode == 0, launched.stderr[-3000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    ranks = launch_two_ranks(tmp_path)
 
     assert [r["world"] for r in ranks] == [[0, 2], [1, 2]]  # two cooperating ranks, not two lone processes
     # identical method state, masks and weights on both ranks after every optimizer step of every phase
@@ -103,3 +108,23 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     admm_ref = [h["primal_residual"] for h in reference["phases"][1]["method_history"]]
     admm_multi = [h["primal_residual"] for h in report["phases"][1]["method_history"]]
     assert admm_multi == pytest.approx(admm_ref, rel=1e-3) and len(admm_ref) == 1 + steps_per_epoch // 4
+
+
+def test_mlpruning_under_two_gloo_processes_shrinks_identically_and_rank0_writes(tmp_path):
+    """Every rank must finalize the same masks and shrink to the same model; only rank 0 writes files."""
+    out = tmp_path / "mlp"
+    recipe = recipe_dict(tmp_path, out)
+    recipe["prune"] = {"method": "mlpruning", "epochs": 1.0, "lr": 1e-3}
+    recipe["mlpruning"] = {"target": 0.5, "threshold_init": 3.0, "score_lr": 0.2, "finetune_epochs": 0.25,
+                           "attention_weight": 0.0}
+    recipe["dense"] = {"epochs": 1.0, "lr": 1e-3}
+    (tmp_path / "config.json").write_text(json.dumps({"mode": "structured", "recipe": recipe,
+                                                      "record_dir": str(tmp_path)}))
+    ranks = launch_two_ranks(tmp_path)
+    assert [r["world"] for r in ranks] == [[0, 2], [1, 2]]
+    assert len(ranks[0]["digests"]) == 1 and ranks[0]["digests"] == ranks[1]["digests"]  # the same shrunk weights
+    assert ranks[0]["kept_per_layer"] == ranks[1]["kept_per_layer"] and ranks[0]["pruned"] == ranks[1]["pruned"]
+    assert ranks[0]["remaining"] <= 0.5 + 1e-9
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["structured"]["kept_per_layer"] == ranks[0]["kept_per_layer"]
+    assert (out / "model" / "model.safetensors").is_file()

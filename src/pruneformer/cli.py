@@ -90,7 +90,7 @@ def _overrides(**flags: Any) -> dict[str, Any]:
         "admm_penalty": ("admm", "penalty"), "lambda_w": ("srste", "lambda_w"), "distill": ("distill", "enabled"),
         "batch_size": ("train", "batch_size"), "checkpoint_every": ("train", "checkpoint_every"),
         "target": ("mlpruning", "target"), "block_size": ("mlpruning", "block_size"),
-        "block_keep": ("mlpruning", "block_keep"),
+        "block_keep": ("mlpruning", "block_keep"), "align": ("mlpruning", "align"),
     }
     nested: dict[str, Any] = {}
     for key, value in flags.items():
@@ -141,6 +141,7 @@ def prune(
     target: Optional[float] = typer.Option(None, help="mlpruning / l1-structured: fraction of encoder weights that remains, in (0, 1] (default 0.5)."),
     block_size: Optional[int] = typer.Option(None, help="mlpruning: block size of the block step (default 32)."),
     block_keep: Optional[float] = typer.Option(None, help="mlpruning: share of the shrunk model the block step keeps (default 1: no block step)."),
+    align: Optional[int] = typer.Option(None, help="mlpruning / l1-structured: round kept FFN units and output rows per layer to a multiple of this (default 16; 1: off)."),
     seed: Optional[int] = SEED,
     output_dir: Optional[str] = typer.Option(None, "--output-dir", "-o", help="Where the model and report go."),
     resume: bool = typer.Option(False, help="Continue an interrupted run in --output-dir."),

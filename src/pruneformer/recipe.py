@@ -154,6 +154,8 @@ class MLPruningConfig(_Strict):
 
     target: float = Field(0.5, gt=0, le=1, description="fraction of the encoder Linears' weights that remains")
     block_size: int = Field(32, ge=1, description="block size of MLPruning's block step (16 or 32 in the paper)")
+    align: int = Field(16, ge=1, description="kept FFN units and output rows per layer are rounded to a multiple "
+                       "of this (odd widths make matrix kernels much slower); 1: no rounding")
     block_keep: float = Field(1.0, gt=0, le=1, description="share of the shrunk model kept by the block step; 1: no block step")
     block_epochs: float | None = Field(None, ge=0, description="epochs of the block step (default: half of prune.epochs)")
     finetune_epochs: float = Field(0.0, ge=0, description="epochs (of prune.epochs) fine-tuning the shrunk model "

@@ -29,6 +29,7 @@ from torch import nn
 from .compress import kept_encoder_weights, load_shrunk_model, save_shrunk_model, shrink_model
 from .compress.slicing import _check_model
 from .distill import Distiller
+from .distributed import current as current_world
 from .errors import PatternError, PruneformerError
 from .evaluation import evaluate_splits
 from .methods import L1StructuredPruner, MLPruner
@@ -75,8 +76,18 @@ def run_structured(recipe: Recipe, ctx: dict[str, Any], settings: Callable[[floa
     """The pruning phases, shrink, evaluation, save and report of a structured run.
 
     ``ctx`` holds what the dense part of the pipeline built: model, tokenizer, tokenized, collator, task,
-    bundle, state, phases, dense_scores, wall, t0 and out.
+    bundle, state, phases, dense_scores, wall, t0 and out. Under ``torchrun`` every rank trains (the method's
+    scores and thresholds are all-reduced with the weights, so every rank finalizes the same masks and
+    shrinks to the same shapes); only rank 0 writes, and the others wait for its files.
     """
+    world = current_world()
+
+    def save(shrunk_model: nn.Module, directory: Path, info: dict[str, Any]) -> Path:
+        if world.is_main:
+            save_shrunk_model(shrunk_model, ctx["tokenizer"], directory, info)
+        world.barrier()
+        return directory
+
     model, tokenized, collator, task = ctx["model"], ctx["tokenized"], ctx["collator"], ctx["task"]
     out, state, phases, wall = Path(ctx["out"]), ctx["state"], ctx["phases"], ctx["wall"]
     m, method_name = recipe.mlpruning, recipe.prune.method
@@ -107,13 +118,13 @@ def run_structured(recipe: Recipe, ctx: dict[str, Any], settings: Callable[[floa
         targets = resolve_targets(model)
         if method_name == "mlpruning":
             method = MLPruner(m.target / m.block_keep, level="head_row", block_size=m.block_size,
-                              threshold_init=m.threshold_init, score_lr=m.score_lr)
+                              threshold_init=m.threshold_init, score_lr=m.score_lr, align=m.align)
             distiller = mlpruning_distiller(_eager(teacher), layers, recipe, attention=m.attention_weight > 0) \
                 if m.distill else None
             method.attach(_eager(model), targets)
             result = train(model, key, method, distiller, first_epochs)
         else:
-            method = L1StructuredPruner(m.target)
+            method = L1StructuredPruner(m.target, align=m.align)
             method.attach(model, targets)
             result = PhaseResult(name=key)
         method.finalize()
@@ -124,7 +135,7 @@ def run_structured(recipe: Recipe, ctx: dict[str, Any], settings: Callable[[floa
         structure = method.kept_summary()
         shrunk = shrink_model(model, method.layer_plans(layers, m.block_size if block_stage else None))
         _check_exact(model, shrunk, tokenized.dev, collator)
-        save_shrunk_model(shrunk, ctx["tokenizer"], snapshot, {"method": method_name, "step": key})
+        save(shrunk, snapshot, {"method": method_name, "step": key})
         result.method_history = list(method.history)
         state.mark(key, {"phase": result.to_dict(), "structure": structure, "warnings": [warning] if warning else []})
         log(f"{key}: {result.steps} steps in {result.wall_time_s:.0f}s; encoder weights kept "
@@ -157,7 +168,7 @@ def run_structured(recipe: Recipe, ctx: dict[str, Any], settings: Callable[[floa
             else:
                 distiller = mlpruning_distiller(teacher, layers, recipe, attention=False) if m.distill else None
                 result = train(shrunk, key, None, distiller, retrain_epochs)
-            save_shrunk_model(shrunk, ctx["tokenizer"], snapshot, {"method": method_name, "step": key})
+            save(shrunk, snapshot, {"method": method_name, "step": key})
             state.mark(key, {"phase": result.to_dict()})
             log(f"{key}: {result.steps} steps in {result.wall_time_s:.0f}s")
         phases.append(result)
@@ -171,7 +182,7 @@ def run_structured(recipe: Recipe, ctx: dict[str, Any], settings: Callable[[floa
     shrunk_targets = resolve_targets(shrunk)
     nonzero = sum(int((t.module.weight != 0).sum()) for t in shrunk_targets)
     remaining = nonzero / dense_weights
-    model_dir = save_shrunk_model(shrunk, ctx["tokenizer"], out / "model", {
+    model_dir = save(shrunk, out / "model", {
         "method": method_name, "pattern": None, "target": m.target, "remaining_fraction": remaining,
         "task": task.to_dict(), "seed": recipe.seed, "structure": structure})
     wall["total"] = time.perf_counter() - ctx["t0"]
@@ -197,7 +208,9 @@ def run_structured(recipe: Recipe, ctx: dict[str, Any], settings: Callable[[floa
         "phases": [p.to_dict() for p in phases], "wall_time_s": wall, "admm_step_time_ratio": None,
         "model_dir": str(model_dir), "recipe": recipe.model_dump(mode="json"), "warnings": warnings,
     }
-    write_report(report, out)
+    if world.is_main:
+        write_report(report, out)
+    world.barrier()
     primary = task.metrics[0]
     log(f"{method_name} (encoder weights kept {remaining:.4f}, target {m.target:g}): "
         f"dev {primary} {ctx['dense_scores']['dev'][primary]:.4f} -> {pruned_scores['dev'][primary]:.4f}"

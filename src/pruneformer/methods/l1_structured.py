@@ -3,8 +3,10 @@
 A head's importance is the L1 norm of its query, key and value rows and its attention-output columns; an
 FFN unit's is the L1 norm of its FFN-in row and FFN-out column. Heads and units are ranked globally (over
 all layers), and the same share of each is kept, ``floor(target * count)``, so the kept fraction of encoder
-weights is the target or a hair below it. Retraining (with the mask fixed, or equivalently on the
-physically shrunk model) is the pipeline's job.
+weights is the target or a hair below it. Each layer's FFN unit count is then rounded to a multiple of
+``align`` (default 16, as MLPruning does; odd widths run far slower, see :mod:`.mlpruning`), trimming the
+least important aligned slices until the total is back within the target. Retraining (with the mask
+fixed, or equivalently on the physically shrunk model) is the pipeline's job.
 """
 
 from __future__ import annotations
@@ -27,9 +29,12 @@ class L1StructuredPruner(PruningMethod):
     name: ClassVar[str] = "l1-structured"
     trains: ClassVar[bool] = False
 
-    def __init__(self, target: float) -> None:
+    def __init__(self, target: float, align: int = 16) -> None:
         if not 0 < target <= 1:
             raise ValueError("target must be in (0, 1]")
+        if align < 1:
+            raise ValueError("align must be at least 1")
+        self.align = int(align)
         self.pattern = None
         self.targets: list[Target] = []
         self.history: list[dict] = []
@@ -56,9 +61,12 @@ class L1StructuredPruner(PruningMethod):
             keys = [k for k in self.importance if k.endswith(kind)]
             flat = torch.cat([self.importance[k] for k in keys])
             keep = torch.zeros_like(flat, dtype=torch.bool)
-            keep[flat.topk(math.floor(self.target_fraction * flat.numel() + 1e-9)).indices] = True
-            for key, part in zip(keys, keep.split([self.importance[k].numel() for k in keys])):
-                self.final_masks[key] = part
+            budget = math.floor(self.target_fraction * flat.numel() + 1e-9)
+            keep[flat.topk(budget).indices] = True
+            parts = dict(zip(keys, keep.split([self.importance[k].numel() for k in keys])))
+            if kind == "ffn_units" and self.align > 1:
+                parts = aligned_masks({k: self.importance[k] for k in keys}, parts, self.align, budget)
+            self.final_masks.update(parts)
         heads = self.model.config.num_attention_heads
         head_dim = self.model.config.hidden_size // heads
         masks = {}
@@ -83,3 +91,29 @@ class L1StructuredPruner(PruningMethod):
         layers = sorted({int(k.split(".")[0][5:]) for k in self.final_masks})
         return [{"layer": l, "heads": int(self.final_masks[f"layer{l}.heads"].sum()),
                  "ffn_units": int(self.final_masks[f"layer{l}.ffn_units"].sum())} for l in layers]
+
+
+def aligned_masks(importance: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], align: int,
+                  budget: int) -> dict[str, torch.Tensor]:
+    """Per-layer kept counts rounded to the nearest multiple of ``align`` (at least ``align``), then, while the
+    total exceeds ``budget``, the layer whose last aligned slice is least important gives that slice up."""
+    ranked = {k: imp.argsort(descending=True) for k, imp in importance.items()}
+    counts = {k: min(imp.numel(), align * max(1, round(int(masks[k].sum()) / align))) if masks[k].any() else 0
+              for k, imp in importance.items()}
+
+    def last_slice(key: str) -> float:
+        if counts[key] <= align:
+            return float("inf")
+        return float(importance[key][ranked[key][counts[key] - align:counts[key]]].sum())
+
+    while sum(counts.values()) > budget:
+        key = min(counts, key=last_slice)
+        if last_slice(key) == float("inf"):
+            break
+        counts[key] -= align
+    out = {}
+    for key, order in ranked.items():
+        mask = torch.zeros_like(masks[key], dtype=torch.bool)
+        mask[order[:counts[key]]] = True
+        out[key] = mask
+    return out
