@@ -50,7 +50,7 @@ def main() -> int:
     for fan_in, odd, aligned in PAIRS:
         a, b = per_mac_ps(fan_in, odd, args.tokens, args.repeats), per_mac_ps(fan_in, aligned, args.tokens, args.repeats)
         rows.append({"in": fan_in, "odd": odd, "aligned": aligned, "odd_ps_per_mac": a, "aligned_ps_per_mac": b})
-    lines = [f"`nn.Linear` forward on {args.tokens} tokens, {hardware_summary()}, {args.threads} threads, fastest of "
+    lines = [f"`nn.Linear` forward on {args.tokens} tokens, {hardware_summary()}, fastest of "
              f"{args.repeats}; picoseconds per multiply-add (lower is faster):", "",
              "| in -> out (odd) | ps/MAC | in -> out (multiple of 16) | ps/MAC | odd / aligned |", "|---|---|---|---|---|"]
     for r in rows:

@@ -85,7 +85,8 @@ def ensure_dense(args, preset_name: str, preset: dict, seed: int) -> Path:
 
 def run_one(args, preset_name: str, preset: dict, seed: int, method: str, fraction: float) -> dict:
     dense = ensure_dense(args, preset_name, preset, seed)
-    out = Path(args.work_dir) / f"structured-{preset_name}" / f"seed{seed}" / f"{method}-{fraction:g}"
+    tag = f"-{args.tag}" if args.tag else ""  # probes: their own run directories, the same dense models
+    out = Path(args.work_dir) / f"structured-{preset_name}{tag}" / f"seed{seed}" / f"{method}-{fraction:g}"
     recipe = base_recipe(preset, seed, out)
     recipe["dense"].update(epochs=0.0, checkpoint=str(dense / "model"))
     recipe["prune"]["method"] = "mlpruning" if method == "mlpruning-block" else method
@@ -326,6 +327,9 @@ def main() -> int:
     parser.add_argument("--methods", nargs="*", choices=METHODS, default=METHODS)
     parser.add_argument("--methods-everywhere", action="store_true",
                         help="run mlpruning-block at every fraction, not only at 0.3")
+    parser.add_argument("--tag", default="", help="suffix of the results files and run directories (probes)")
+    parser.add_argument("--finetune", type=float, help="override the preset's MLPruning fine-tune epochs")
+    parser.add_argument("--score-lr", type=float, help="override the preset's MLPruning score lr")
     parser.add_argument("--latency", action="store_true", help="time the models the accuracy sweep left")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--train-threads", type=int, default=1, help="torch threads of the accuracy sweep")
@@ -336,9 +340,13 @@ def main() -> int:
         preset["fractions"] = args.fractions
     if args.seeds is not None:
         preset["seeds"] = args.seeds
+    for key in ("finetune", "score_lr"):
+        if getattr(args, key) is not None:
+            preset[key] = getattr(args, key)
+    name = args.preset + (f"-{args.tag}" if args.tag else "")
     results = HERE / "results"
     results.mkdir(exist_ok=True)
-    jsonl = results / f"structured-{args.preset}.jsonl"
+    jsonl = results / f"structured-{name}.jsonl"
     records = [json.loads(line) for line in jsonl.read_text().splitlines()] if jsonl.is_file() else []
     if args.latency:
         markdown, data = latency(args, args.preset, preset, records)
@@ -364,13 +372,13 @@ def main() -> int:
                     handle.write(json.dumps(record) + "\n")
                 # re-read: other shards of the sweep (other --seeds/--fractions) append to the same file
                 records = [json.loads(line) for line in jsonl.read_text().splitlines()]
-                write_summary(results, args.preset, preset, records)
+                write_summary(results, name, preset, records)
     if not records:
         print("no runs")
         return 0
     # once more at the end, so a call with nothing left to run regenerates the tables from the JSONL
     records = [json.loads(line) for line in jsonl.read_text().splitlines()]
-    print(write_summary(results, args.preset, preset, records))
+    print(write_summary(results, name, preset, records))
     return 0
 
 

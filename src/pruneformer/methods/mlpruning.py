@@ -16,8 +16,8 @@ towards the target ``T``: ``penalty = max(0, R - T)^2`` with the constant coeffi
 ``max(20000 * penalty / (1 - T)^2, 50)``, which becomes 10 once the penalty is below 3e-4.
 
 At ``finalize`` the kept counts of the FFN units and output rows are rounded to a multiple of ``align``
-(default 16): matrix kernels run far slower on odd widths (on a 2-core x86 CPU a 384 -> 235 Linear costs
-1.7x the time per multiply-add of a 384 -> 240 one), and a shrunk model that is no faster defeats the point.
+(default 16): matrix kernels run slower on odd widths (on a 2-core x86 CPU, 1.1x to 1.9x the time per
+multiply-add: ``benchmarks/gemm_widths.py``), and a shrunk model that is no faster defeats the point.
 
 Masks are applied with ``torch.nn.utils.parametrize`` (the weight *is* ``W * mask`` in every forward,
 evaluation included); ``finalize`` bakes them into the weights and removes the parametrizations. Short runs
