@@ -64,11 +64,39 @@ def run_structured(config: dict, rank: int) -> None:
         json.dump(out, handle)
 
 
+def run_spp_search(config: dict, rank: int) -> None:
+    """``spp-search`` under torchrun: record a digest of the path record each rank builds, and its summary."""
+    from pruneformer.methods.spp import SPPSearch
+    from pruneformer.solution_path import search
+
+    digests: list[str] = []
+    path_record = SPPSearch.path_record
+
+    def recording_path_record(self, fingerprint):
+        record = path_record(self, fingerprint)
+        h = hashlib.sha256()
+        for source in (record.entry, record.score):
+            for key in sorted(source):
+                h.update(key.encode() + source[key].contiguous().numpy().tobytes())
+        digests.append(h.hexdigest())
+        return record
+
+    SPPSearch.path_record = recording_path_record
+    summary = search(build_recipe(config["recipe"]), progress=False, log=lambda _: None)
+    world = current()
+    out = {"rank": rank, "world": [world.rank, world.size], "digests": digests, "entered": summary["entered"],
+           "dense": summary["dense"], "steps": summary["steps"]}
+    with open(os.path.join(config["record_dir"], f"rank{rank}.json"), "w") as handle:
+        json.dump(out, handle)
+
+
 def main(config_path: str) -> None:
     config = json.loads(open(config_path).read())
     rank = int(os.environ["RANK"])
     if config.get("mode") == "structured":
         return run_structured(config, rank)
+    if config.get("mode") == "spp-search":
+        return run_spp_search(config, rank)
     records: list[list] = []
     build = pipeline.build_method
 

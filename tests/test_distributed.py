@@ -128,3 +128,21 @@ def test_mlpruning_under_two_gloo_processes_shrinks_identically_and_rank0_writes
     saved = json.loads((out / "report.json").read_text())
     assert saved["structured"]["kept_per_layer"] == ranks[0]["kept_per_layer"]
     assert (out / "model" / "model.safetensors").is_file()
+
+
+def test_spp_search_under_two_gloo_processes_builds_one_path_and_rank0_writes(tmp_path):
+    """SPP's masks are all-reduced like weights: both ranks must build the same path record."""
+    out = tmp_path / "spp"
+    recipe = recipe_dict(tmp_path, out)
+    recipe["prune"] = {"method": "dense", "lr": 1e-3}
+    recipe["dense"] = {"epochs": 1.0, "lr": 1e-3}
+    recipe["spp"] = {"epochs": 1.0, "alpha": 5.0, "nu": 20.0, "lam": 1.0}
+    (tmp_path / "config.json").write_text(json.dumps({"mode": "spp-search", "recipe": recipe,
+                                                      "record_dir": str(tmp_path)}))
+    ranks = launch_two_ranks(tmp_path)
+    assert [r["world"] for r in ranks] == [[0, 2], [1, 2]]
+    assert len(ranks[0]["digests"]) == 1 and ranks[0]["digests"] == ranks[1]["digests"]
+    assert ranks[0]["entered"] == ranks[1]["entered"] and ranks[0]["dense"] == ranks[1]["dense"]
+    assert ranks[0]["steps"] == -(-250 // 15)  # one epoch of the global batch, not of a rank's half
+    summary = json.loads((out / "spp_search.json").read_text())
+    assert summary["entered"] == ranks[0]["entered"] and (out / "model" / "spp_path.safetensors").is_file()

@@ -23,13 +23,14 @@ from .compress.io import save_shrunk_model
 from .compress.paired import extract as slice_units
 from .compress.paired import removed_parameters
 from .data import DataBundle, tokenize_bundle
+from .distributed import current as current_world
 from .errors import CheckpointError, PruneformerError
 from .evaluation import evaluate_splits
 from .io import load_pruned_model, save_pruned_model
 from .methods.spp import SPPSearch
 from .models import load_classifier
 from .path_record import PATH_FILE, PathRecord, check_ratio, model_fingerprint
-from .pipeline import _settings, data_signature, prepare_data, quiet_library_progress
+from .pipeline import _settings, _silent, data_signature, prepare_data, quiet_library_progress
 from .recipe import Recipe, load_recipe, recipe_to_yaml
 from .spp_plots import plot_accuracy_vs_ratio, plot_solution_path
 from .targets import resolve_targets
@@ -56,20 +57,32 @@ def load_task(recipe: Recipe, tokenizer) -> tuple[DataBundle, Any]:
 
 
 def search(recipe: Recipe, progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the SPP search of ``recipe`` (its ``spp`` section) and save the model with its path record."""
+    """Run the SPP search of ``recipe`` (its ``spp`` section) and save the model with its path record.
+
+    Runs unchanged under ``torchrun``: every rank trains its shard (SPP's masks are all-reduced with the
+    weights, so the path is the same everywhere); only rank 0 logs and writes, the others wait for it.
+    """
     quiet_library_progress()
+    world = current_world()
+    if not world.is_main:
+        log = _silent
     out = Path(recipe.output_dir)
     if (out / "model" / PATH_FILE).is_file():
         raise PruneformerError(f"Output directory '{out}' already holds an SPP search.",
                                "extract from it with `pruneformer spp-extract`, or choose another --output-dir")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "recipe.yaml").write_text(recipe_to_yaml(recipe))
+    world.barrier()  # every rank has looked before rank 0 writes
+    if world.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "recipe.yaml").write_text(recipe_to_yaml(recipe))
     set_seed(recipe.seed)
     started = time.perf_counter()
-    bundle = prepare_data(recipe.data, recipe.seed)
+    with world.main_first():
+        bundle = prepare_data(recipe.data, recipe.seed)
     task = bundle.task
     model, tokenizer = load_classifier(recipe.dense.checkpoint or recipe.model, task.num_labels,
                                        task.problem_type, task.label_names)
+    model.to(world.device)
+    world.broadcast_module(model)  # the fresh classifier head is rank 0's on every rank
     tokenized = tokenize_bundle(bundle, tokenizer, recipe.data.max_length)
     collator = DataCollatorWithPadding(tokenizer)
     method = build_search(recipe)
@@ -93,12 +106,14 @@ def search(recipe: Recipe, progress: bool = True, log: Callable[[str], None] = p
     method.finalize()
     wall["search"] = phase.wall_time_s
     after = dense_scores if not recipe.spp.train_weights else _scores(model, tokenized, collator, recipe)
-    model_dir = save_pruned_model(model, tokenizer, out / "model", {
-        "method": "spp-search", "pattern": None, "task": task.to_dict(), "scores": after, "seed": recipe.seed,
-        "data_signature": data_signature(recipe)})
     record = method.path_record(model_fingerprint(model))
-    record.save(model_dir)
-    plot_solution_path(record, out / "spp_path.png")
+    model_dir = out / "model"
+    if world.is_main:
+        save_pruned_model(model, tokenizer, model_dir, {
+            "method": "spp-search", "pattern": None, "task": task.to_dict(), "scores": after, "seed": recipe.seed,
+            "data_signature": data_signature(recipe)})
+        record.save(model_dir)
+        plot_solution_path(record, out / "spp_path.png")
     warning = method.convergence_warning()
     if warning:
         log(f"warning: {warning}")
@@ -107,7 +122,9 @@ def search(recipe: Recipe, progress: bool = True, log: Callable[[str], None] = p
                "dense": dense_scores, "model_scores": after, "wall_time_s": {**wall, "total": time.perf_counter() - started},
                "search_step_time_s": phase.mean_step_time_s, "record": str(model_dir / PATH_FILE),
                "settings": record.settings, "warning": warning}
-    (out / SEARCH_SUMMARY).write_text(json.dumps(summary, indent=2))
+    if world.is_main:
+        (out / SEARCH_SUMMARY).write_text(json.dumps(summary, indent=2))
+    world.barrier()
     log(f"SPP search: {record.steps} steps in {phase.wall_time_s:.0f}s; units on the path {entered} "
         f"of {summary['units']}; record {model_dir / PATH_FILE}")
     return summary
