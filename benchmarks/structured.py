@@ -292,8 +292,9 @@ def latency(args, preset_name: str, preset: dict, records: list[dict]) -> tuple[
     block_timing = time_models(block_models, [(1, 128), (32, 128)], max(3, args.rounds // 2), vocab)
 
     lines = [f"CPU latency, {hardware_summary()} (torch.set_num_threads(2)); seed-0 models of preset `{preset_name}`; "
-             f"fastest of {args.rounds} interleaved rounds per cell (medians in the JSON); the CPU was shared "
-             f"with other jobs (1-minute load average {os.getloadavg()[0]:.1f} on 2 cores when the run ended).", "",
+             f"fastest of {args.rounds} interleaved rounds per cell (medians in the JSON); 1-minute load "
+             f"average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores when the run ended, this benchmark's own "
+             f"threads included.", "",
              "Forward time as a ratio to the dense model measured in the same rounds (lower is faster); "
              "dense time in ms in the first row:", "",
              "| model | encoder weights stored | " + " | ".join(f"batch {b}, len {l}" for b, l in shapes) + " |",
