@@ -82,10 +82,28 @@ def run_spp_search(config: dict, rank: int) -> None:
         return record
 
     SPPSearch.path_record = recording_path_record
-    summary = search(build_recipe(config["recipe"]), progress=False, log=lambda _: None)
+    recipe = build_recipe(config["recipe"])
+    summary = search(recipe, progress=False, log=lambda _: None)
+
+    import pruneformer.solution_path as solution_path
+
+    cuts: list[str] = []
+    cut = solution_path.cut
+
+    def recording_cut(*args, **kwargs):
+        shrunk, row = cut(*args, **kwargs)
+        h = hashlib.sha256()
+        for key, value in sorted(shrunk.state_dict().items()):
+            h.update(key.encode() + value.detach().contiguous().numpy().tobytes())
+        cuts.append(h.hexdigest())
+        return shrunk, row
+
+    solution_path.cut = recording_cut
+    rows = solution_path.extract(recipe.output_dir, [0.5], finetune_epochs=0.5, progress=False, log=lambda _: None)
     world = current()
     out = {"rank": rank, "world": [world.rank, world.size], "digests": digests, "entered": summary["entered"],
-           "dense": summary["dense"], "steps": summary["steps"]}
+           "dense": summary["dense"], "steps": summary["steps"], "cuts": cuts,
+           "cut_scores": rows[0]["scores"], "finetune_steps": rows[0]["finetune_steps"]}
     with open(os.path.join(config["record_dir"], f"rank{rank}.json"), "w") as handle:
         json.dump(out, handle)
 

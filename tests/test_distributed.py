@@ -130,8 +130,9 @@ def test_mlpruning_under_two_gloo_processes_shrinks_identically_and_rank0_writes
     assert (out / "model" / "model.safetensors").is_file()
 
 
-def test_spp_search_under_two_gloo_processes_builds_one_path_and_rank0_writes(tmp_path):
-    """SPP's masks are all-reduced like weights: both ranks must build the same path record."""
+def test_spp_search_and_extract_under_two_gloo_processes_agree_and_rank0_writes(tmp_path):
+    """SPP's masks are all-reduced like weights: both ranks must build the same path record, then cut and
+    fine-tune the same smaller model."""
     out = tmp_path / "spp"
     recipe = recipe_dict(tmp_path, out)
     recipe["prune"] = {"method": "dense", "lr": 1e-3}
@@ -146,3 +147,9 @@ def test_spp_search_under_two_gloo_processes_builds_one_path_and_rank0_writes(tm
     assert ranks[0]["steps"] == -(-250 // 15)  # one epoch of the global batch, not of a rank's half
     summary = json.loads((out / "spp_search.json").read_text())
     assert summary["entered"] == ranks[0]["entered"] and (out / "model" / "spp_path.safetensors").is_file()
+    # spp-extract at 0.5 with a half-epoch fine-tune: the same cut model and scores on both ranks, one save
+    assert len(ranks[0]["cuts"]) == 1 and ranks[0]["cuts"] == ranks[1]["cuts"]
+    assert ranks[0]["cut_scores"] == ranks[1]["cut_scores"] and ranks[0]["finetune_steps"] == -(-125 // 15)
+    saved = json.loads((out / "spp_extract.json").read_text())
+    assert [r["ratio"] for r in saved] == [0.5] and saved[0]["scores"] == ranks[0]["cut_scores"]
+    assert (out / "ratio-0.50" / "model.safetensors").is_file()

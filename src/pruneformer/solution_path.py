@@ -154,8 +154,14 @@ def cut(model, keep: dict[str, torch.Tensor], recipe: Recipe, tokenized: DataBun
 def extract(search_dir: str | Path, ratios: Sequence[float], finetune_epochs: float | None = None,
             output_dir: str | Path | None = None, progress: bool = True,
             log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Cut one physically smaller model per ratio from an SPP search directory, without searching again."""
+    """Cut one physically smaller model per ratio from an SPP search directory, without searching again.
+
+    Under ``torchrun`` every rank cuts and fine-tunes (on its shard of each batch); only rank 0 writes.
+    """
     quiet_library_progress()
+    world = current_world()
+    if not world.is_main:
+        log = _silent
     ratios = [check_ratio(r) for r in ratios]
     if not ratios:
         raise PruneformerError("No ratio given.", "pass one or more, e.g. --ratio 0.3 0.5 0.7")
@@ -167,24 +173,30 @@ def extract(search_dir: str | Path, ratios: Sequence[float], finetune_epochs: fl
     record = PathRecord.load(model_dir)
     model, tokenizer, _ = load_pruned_model(model_dir)
     record.check_model(model, str(model_dir))
+    model.to(world.device)
     recipe = load_recipe(search_dir / "recipe.yaml")
     epochs = recipe.spp.finetune_epochs if finetune_epochs is None else finetune_epochs
     out = Path(output_dir) if output_dir else search_dir
-    tokenized, collator = load_task(recipe, tokenizer)
+    with world.main_first():
+        tokenized, collator = load_task(recipe, tokenizer)
     rows = []
     for ratio in ratios:
         shrunk, row = cut(model, record.keep(ratio), recipe, tokenized, collator, epochs, progress)
-        directory = save_shrunk_model(shrunk, tokenizer, out / f"ratio-{ratio:.2f}", {
-            "method": "spp", "pattern": None, "ratio": ratio, "task": tokenized.task.to_dict(),
-            "record_fingerprint": record.fingerprint, **{k: v for k, v in row.items() if k != "wall_time_s"}})
+        directory = out / f"ratio-{ratio:.2f}"
+        if world.is_main:
+            save_shrunk_model(shrunk, tokenizer, directory, {
+                "method": "spp", "pattern": None, "ratio": ratio, "task": tokenized.task.to_dict(),
+                "record_fingerprint": record.fingerprint, **{k: v for k, v in row.items() if k != "wall_time_s"}})
         row |= {"ratio": ratio, "finetune_epochs": epochs, "model_dir": str(directory)}
         rows.append(row)
         primary = tokenized.task.metrics[0]
         log(f"ratio {ratio:.2f}: {row['parameters']:,} parameters (dense {row['dense_parameters']:,}); "
             f"dev {primary} {row['scores']['dev'][primary]:.4f}; saved {directory}")
-    previous = json.loads((out / EXTRACT_SUMMARY).read_text()) if (out / EXTRACT_SUMMARY).is_file() else []
-    merged = {r["ratio"]: r for r in previous} | {r["ratio"]: r for r in rows}
-    (out / EXTRACT_SUMMARY).write_text(json.dumps(sorted(merged.values(), key=lambda r: r["ratio"]), indent=2))
-    plot_accuracy_vs_ratio({"SPP": sorted(merged.values(), key=lambda r: r["ratio"])},
-                           tokenized.task.metrics[0], out / "accuracy_vs_ratio.png")
+    if world.is_main:
+        previous = json.loads((out / EXTRACT_SUMMARY).read_text()) if (out / EXTRACT_SUMMARY).is_file() else []
+        merged = {r["ratio"]: r for r in previous} | {r["ratio"]: r for r in rows}
+        (out / EXTRACT_SUMMARY).write_text(json.dumps(sorted(merged.values(), key=lambda r: r["ratio"]), indent=2))
+        plot_accuracy_vs_ratio({"SPP": sorted(merged.values(), key=lambda r: r["ratio"])},
+                               tokenized.task.metrics[0], out / "accuracy_vs_ratio.png")
+    world.barrier()
     return rows
