@@ -20,7 +20,7 @@ from torch import nn
 from ..compress.slicing import LayerPlan
 from ..targets import Target
 from .base import PruningMethod
-from .mlpruning import kept_indices
+from .mlpruning import aligned_count, kept_indices
 
 
 class L1StructuredPruner(PruningMethod):
@@ -98,8 +98,7 @@ def aligned_masks(importance: dict[str, torch.Tensor], masks: dict[str, torch.Te
     """Per-layer kept counts rounded to the nearest multiple of ``align`` (at least ``align``), then, while the
     total exceeds ``budget``, the layer whose last aligned slice is least important gives that slice up."""
     ranked = {k: imp.argsort(descending=True) for k, imp in importance.items()}
-    counts = {k: min(imp.numel(), align * max(1, round(int(masks[k].sum()) / align))) if masks[k].any() else 0
-              for k, imp in importance.items()}
+    counts = {k: aligned_count(int(masks[k].sum()), imp.numel(), align) for k, imp in importance.items()}
 
     def last_slice(key: str) -> float:
         if counts[key] <= align:

@@ -66,9 +66,14 @@ def keep_count(ratio: float, n: int, align: int = 1) -> int:
     With ``align`` > 1 (and ``n`` a multiple of it) the count is rounded to the nearest multiple of ``align``,
     at least ``align``: still non-decreasing in ``ratio``, so a common threshold shift can meet a target.
     """
-    count = min(n, max(1, math.ceil(ratio * n - 1e-6)))
-    if align > 1 and n % align == 0:
-        count = min(n, align * max(1, round(count / align)))
+    return aligned_count(min(n, max(1, math.ceil(ratio * n - 1e-6))), n, align)
+
+
+def aligned_count(count: int, n: int, align: int) -> int:
+    """``count`` rounded to the nearest multiple of ``align`` (at least ``align``, at most ``n``) when ``n``
+    is a multiple of ``align``; unchanged otherwise, and 0 stays 0."""
+    if align > 1 and n % align == 0 and count:
+        return min(n, align * max(1, round(count / align)))
     return count
 
 
