@@ -85,8 +85,7 @@ def ensure_dense(args, preset_name: str, preset: dict, seed: int) -> Path:
 
 def run_one(args, preset_name: str, preset: dict, seed: int, method: str, fraction: float) -> dict:
     dense = ensure_dense(args, preset_name, preset, seed)
-    tag = f"-{args.tag}" if args.tag else ""  # probes: their own run directories, the same dense models
-    out = Path(args.work_dir) / f"structured-{preset_name}{tag}" / f"seed{seed}" / f"{method}-{fraction:g}"
+    out = Path(args.work_dir) / f"structured-{preset_name}{tag_suffix(args)}" / f"seed{seed}" / f"{method}-{fraction:g}"
     recipe = base_recipe(preset, seed, out)
     recipe["dense"].update(epochs=0.0, checkpoint=str(dense / "model"))
     recipe["prune"]["method"] = "mlpruning" if method == "mlpruning-block" else method
@@ -344,11 +343,11 @@ def main() -> int:
     for key in ("finetune", "score_lr"):
         if getattr(args, key) is not None:
             preset[key] = getattr(args, key)
-    name = args.preset + (f"-{args.tag}" if args.tag else "")
+    name = args.preset + tag_suffix(args)
     results = HERE / "results"
     results.mkdir(exist_ok=True)
     jsonl = results / f"structured-{name}.jsonl"
-    records = [json.loads(line) for line in jsonl.read_text().splitlines()] if jsonl.is_file() else []
+    records = read_records(jsonl)
     if args.latency:
         markdown, data = latency(args, args.preset, preset, records)
         tag = "" if args.latency_threads == 2 else f"-{args.latency_threads}thread"
@@ -372,15 +371,25 @@ def main() -> int:
                 with jsonl.open("a") as handle:
                     handle.write(json.dumps(record) + "\n")
                 # re-read: other shards of the sweep (other --seeds/--fractions) append to the same file
-                records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+                records = read_records(jsonl)
                 write_summary(results, name, preset, records)
     if not records:
         print("no runs")
         return 0
     # once more at the end, so a call with nothing left to run regenerates the tables from the JSONL
-    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    records = read_records(jsonl)
     print(write_summary(results, name, preset, records))
     return 0
+
+
+def read_records(jsonl: Path) -> list[dict]:
+    """Every finished run of a sweep (all shards append to the same file)."""
+    return [json.loads(line) for line in jsonl.read_text().splitlines()] if jsonl.is_file() else []
+
+
+def tag_suffix(args) -> str:
+    """``-<tag>`` for probes (their own results files and run directories, the same dense models), else ''."""
+    return f"-{args.tag}" if args.tag else ""
 
 
 def write_summary(results: Path, preset_name: str, preset: dict, records: list[dict]) -> str:
