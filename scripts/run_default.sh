@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up .venv (idempotent), then prunes the embedded default: MiniLM-L6 on movie-review sentiment,
-# dense fine-tune -> ADMM towards 2:4 -> masked fine-tune, and checks every pruned layer is exactly 2:4.
+# dense fine-tune -> SR-STE towards 2:4 (the benchmark's winner), and checks every pruned layer is exactly 2:4.
 # ~15-20 minutes on a 2-core CPU. Pass extra `pruneformer prune` flags after the script name.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,5 +9,5 @@ export HF_HUB_OFFLINE=1
 out=runs/minilm-2x4
 resume=()
 [ -f "$out/run_state.json" ] && resume=(--resume)
-.venv/bin/pruneformer prune --recipe recipes/minilm-2x4-admm.yaml --output-dir "$out" "${resume[@]}" "$@"
+.venv/bin/pruneformer prune --recipe recipes/minilm-2x4.yaml --output-dir "$out" "${resume[@]}" "$@"
 .venv/bin/pruneformer inspect "$out/model"

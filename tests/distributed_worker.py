@@ -118,8 +118,8 @@ def main(config_path: str) -> None:
     records: list[list] = []
     build = pipeline.build_method
 
-    def recording_build(phase, recipe, masks):
-        method = build(phase, recipe, masks)
+    def recording_build(phase, recipe, masks, steps=0):
+        method = build(phase, recipe, masks, steps=steps)
         after = method.after_optimizer_step
 
         def after_optimizer_step(step: int) -> None:

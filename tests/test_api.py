@@ -24,6 +24,7 @@ def test_readme_loop_with_admm_then_masked_finetune(tiny_model_dir):
         loss = model(**batch).loss
         loss.backward()
         pruner.after_backward(step)
+        pruner.before_optimizer_step(step)   # after clipping, if you clip: ADMM's gradient-form penalty
         optimizer.step()
         optimizer.zero_grad()
         pruner.after_optimizer_step(step)

@@ -100,6 +100,7 @@ def test_admm_then_hard_prune_on_tiny_llama_is_exactly_2_4_with_finite_loss():
         loss = model(input_ids=batch, labels=batch).loss
         loss.backward()
         pruner.after_backward(step)
+        pruner.before_optimizer_step(step)
         optimizer.step()
         optimizer.zero_grad()
         pruner.after_optimizer_step(step)
@@ -122,12 +123,13 @@ def test_admm_penalty_gradient_is_exact_on_gpt2_conv1d():
     model, reference = tiny_gpt2(), tiny_gpt2()  # eval mode: no dropout, so both see the same forward
     targets, ref_targets = resolve_targets(model), resolve_targets(reference)
     batch = random_tokens(2, 8)
-    pruner = ADMMPruner("2:4", rho=0.3, interval=100)
+    pruner = ADMMPruner("2:4", rho=0.3, interval=100, penalty="gradient")
     pruner.attach(model, targets)
     torch.manual_seed(0)
     pruner.U = [torch.randn_like(u) for u in pruner.U]
     model(input_ids=batch, labels=batch).loss.backward()
     pruner.after_backward(0)
+    pruner.before_optimizer_step(0)
     loss = reference(input_ids=batch, labels=batch).loss
     for t, z, u in zip(ref_targets, pruner.Z, pruner.U):
         loss = loss + 0.3 / 2 * (t.linear_weight - z + u).pow(2).sum()

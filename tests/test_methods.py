@@ -33,6 +33,7 @@ def train(model, method, steps: int, lr: float = 1e-2, weight_decay: float = 0.1
         extra = method.loss_term(step)
         (loss if extra is None else loss + extra).backward()
         method.after_backward(step)
+        method.before_optimizer_step(step)
         opt.step()
         opt.zero_grad()
         method.after_optimizer_step(step)
@@ -65,7 +66,7 @@ def test_masked_finetune_keeps_pruned_weights_exactly_zero_under_adamw_decay():
 
 def test_admm_gradient_is_the_squared_frobenius_penalty():
     model, targets = make_stack()
-    method = ADMMPruner("2:4", rho=0.3, interval=1000)
+    method = ADMMPruner("2:4", rho=0.3, interval=1000, penalty="gradient")
     method.attach(model, targets)
     with torch.no_grad():  # make U non-zero so every term of W - Z + U matters
         method.U = [torch.randn_like(u) for u in method.U]
@@ -73,6 +74,7 @@ def test_admm_gradient_is_the_squared_frobenius_penalty():
     loss = nn.functional.mse_loss(model(x), y)
     loss.backward()
     method.after_backward(0)
+    method.before_optimizer_step(0)
     ours = [t.module.weight.grad.clone() for t in targets]
     model.zero_grad()
     loss = nn.functional.mse_loss(model(x), y)
@@ -144,7 +146,7 @@ def test_admm_stops_with_a_message_when_the_residual_explodes():
 def test_srste_forward_is_sparse_backward_is_dense_plus_decay():
     model, targets = make_stack()
     lam = 0.05
-    method = SRSTEPruner("2:4", lambda_w=lam)
+    method = SRSTEPruner("2:4", lambda_w=lam, decay="gradient")
     method.attach(model, targets)
     dense = [t.module.weight.detach().clone() for t in targets]
     pattern = parse_pattern("2:4")
@@ -219,3 +221,122 @@ def test_admm_warns_when_the_residual_does_not_fall():
     good.attach(model, targets)
     train(model, good, steps=200, lr=5e-3, weight_decay=0.0)
     assert good.convergence_warning() is None
+
+
+def test_srste_decoupled_decay_shrinks_exactly_the_pruned_weights():
+    model, targets = make_stack()
+    method = SRSTEPruner("2:4", decay="decoupled", decay_rate=0.25)
+    method.attach(model, targets)
+    dense = [t.module.weight.detach().clone() for t in targets]
+    masks = [parse_pattern("2:4").mask(w) for w in dense]
+    method.before_forward(0)
+    nn.functional.mse_loss(model(regression_batch()[0]), regression_batch()[1]).backward()
+    method.after_backward(0)
+    grads = [t.module.weight.grad.clone() for t in targets]
+    method.after_optimizer_step(0)  # no optimizer step here: only the decay acts
+    for t, w, m, g in zip(targets, dense, masks, grads):
+        got = t.module.weight.detach()
+        assert torch.equal(got[m], w[m])  # kept weights untouched
+        torch.testing.assert_close(got[~m], w[~m] / 1.25)
+        assert torch.isfinite(g).all()
+
+
+def test_srste_decoupled_decay_is_independent_of_adam_normalisation():
+    """Under Adam, the paper's gradient term (2e-4) barely moves pruned weights; the decoupled decay does."""
+    shrink = {}
+    for decay in ("gradient", "decoupled"):
+        model, targets = make_stack()
+        before = [parse_pattern("1:4").mask(t.module.weight.detach()) for t in targets]
+        method = SRSTEPruner("1:4", decay=decay, decay_rate=0.05)
+        method.attach(model, targets)
+        start = sum(float(t.module.weight.detach()[~m].abs().sum()) for t, m in zip(targets, before))
+        train(model, method, steps=30, lr=1e-4, weight_decay=0.0)
+        end = sum(float(t.module.weight.detach()[~m].abs().sum()) for t, m in zip(targets, before))
+        shrink[decay] = end / start
+    assert shrink["gradient"] > 0.95
+    assert shrink["decoupled"] < 0.4
+
+
+def test_admm_penalty_is_added_after_clipping():
+    """The penalty gradient goes in after clipping: a tiny clip norm scales the task gradient only."""
+    from pruneformer.training import StepContext, train_step
+
+    model, targets = make_stack()
+    method = ADMMPruner("2:4", rho=0.3, interval=1000, penalty="gradient")
+    method.attach(model, targets)
+    seen = {}
+
+    class SpySGD(torch.optim.SGD):
+        def step(self, closure=None):
+            seen["grads"] = [t.module.weight.grad.clone() for t in targets]
+            return super().step(closure)
+
+    optimizer = SpySGD(model.parameters(), lr=0.0)
+
+    class Out:
+        def __init__(self, loss):
+            self.loss = loss
+
+    x, y = regression_batch()
+    wrapper = nn.Module()
+    wrapper.net = model
+    wrapper.forward = lambda **batch: Out(nn.functional.mse_loss(model(batch["x"]), batch["y"]))
+    ctx = StepContext(wrapper, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0),
+                      method=method, max_grad_norm=1e-6)
+    train_step(ctx, {"x": x, "y": y}, 0)
+    for got, t, z, u in zip(seen["grads"], targets, method.Z, method.U):
+        penalty = 0.3 * (t.module.weight.detach() - z + u)
+        assert (got - penalty).norm() < 1e-5  # the clipped task gradient is ~0; the penalty is intact
+        assert penalty.norm() > 1e-2
+
+
+def test_admm_diagnostics_per_update():
+    model, targets = make_stack()
+    method = ADMMPruner("2:4", rho=0.05, rho_factor=1.5, rho_max=1.0, interval=5, eval_every=2)
+    method.attach(model, targets)
+    first = method.history[0]
+    assert first["magnitude_agreement"] == 1.0 and first["mask_changed"] == 0.0
+    requested = []
+    for step in range(20):
+        method.before_forward(step)
+        nn.functional.mse_loss(model(regression_batch()[0]), regression_batch()[1]).backward()
+        with torch.no_grad():
+            for t in targets:
+                t.module.weight.sub_(0.05 * t.module.weight.grad.sign())  # big moves: masks must change
+                t.module.weight.grad = None
+        method.after_optimizer_step(step)
+        if method.eval_requested():
+            requested.append(step)
+            method.record_eval({"accuracy": 0.5})
+    assert requested == [9, 19]  # updates 2 and 4 (steps 10 and 20)
+    records = method.history[1:]
+    assert [r["update"] for r in records] == [1, 2, 3, 4]
+    assert all(0.0 <= r["mask_changed"] <= 1.0 and 0.0 <= r["magnitude_agreement"] <= 1.0 for r in records)
+    assert any(r["mask_changed"] > 0 for r in records) and records[-1]["magnitude_agreement"] < 1.0
+    assert "proj_dev_accuracy" in records[1] and "proj_dev_accuracy" not in records[0]
+    for r in records:
+        assert r["dual_residual"] == pytest.approx(r["z_change"] * r["rho"])  # rho in force at that update
+
+
+def test_admm_residual_balancing_moves_rho_towards_the_larger_residual():
+    model, targets = make_stack()
+    method = ADMMPruner("2:4", rho=0.1, rho_schedule="balanced", rho_factor=2.0, rho_max=10.0, interval=1000)
+    method.attach(model, targets)
+    method.update_auxiliaries()  # first update: Z barely moved, primal >> dual -> rho doubles
+    assert method.rho == pytest.approx(0.2)
+    with torch.no_grad():  # W inside the pattern and U = 0: the next Z is W (primal 0) ...
+        for t, z in zip(targets, method.Z):
+            t.module.weight.copy_(z)
+    method.U = [torch.zeros_like(u) for u in method.U]
+    method.Z = [torch.zeros_like(z) for z in method.Z]  # ... far from the previous Z: dual >> primal
+    method.update_auxiliaries()
+    assert method.rho == pytest.approx(0.1)
+
+
+def test_admm_default_reaches_the_target_residual_by_itself():
+    model, targets = make_stack()
+    method = ADMMPruner("2:4", interval=10)  # the defaults: decoupled, geometric continuation
+    method.attach(model, targets)
+    train(model, method, steps=300, lr=1e-3, weight_decay=0.0)
+    assert method.history[-1]["primal_residual"] < 0.05
+    assert method.converged() and method.convergence_warning() is None

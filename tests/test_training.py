@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import torch
+
 from pruneformer.training import epoch_batches
 
 
@@ -28,3 +30,35 @@ def test_grouping_by_length_cuts_padding():
     plain = padded(epoch_batches(lengths, 32, 0, 0, group_by_length=False))
     grouped = padded(epoch_batches(lengths, 32, 0, 0, group_by_length=True))
     assert grouped < 0.65 * plain
+
+
+def test_phases_of_one_schedule_share_one_lr_curve_with_no_step_at_zero():
+    from pruneformer.training import lr_factor, make_scheduler, schedule_spans
+
+    spans, total = schedule_spans([0.5, 1.5], steps_per_epoch=10)
+    assert spans == [(0, 5), (5, 20)] and total == 20
+    warmup = int(0.1 * total)
+    seen = []
+    for first, end in spans:  # each phase has its own optimizer and scheduler, as in the pipeline
+        param = torch.nn.Parameter(torch.zeros(1))
+        optimizer = torch.optim.SGD([param], lr=1.0)
+        scheduler = make_scheduler(optimizer, first, total, 0.1)
+        for _ in range(first, end):
+            seen.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+    assert seen == [lr_factor(g, total, warmup) for g in range(total)]
+    assert min(seen) > 0 and seen[warmup - 1] == 1.0 and seen == sorted(seen[:warmup]) + seen[warmup:]
+    assert all(a >= b for a, b in zip(seen[warmup:], seen[warmup + 1:]))  # decays to the very end
+
+
+def test_a_later_phase_continues_the_data_order_instead_of_replaying_it():
+    from pruneformer.training import epoch_batches
+
+    lengths = list(range(100))
+    first = epoch_batches(lengths, 8, seed=0, epoch=0, group_by_length=True, stream=1)
+    second = epoch_batches(lengths, 8, seed=0, epoch=1, group_by_length=True, stream=1)
+    dense = epoch_batches(lengths, 8, seed=0, epoch=0, group_by_length=True, stream=0)
+    assert first != second and first != dense
+    assert sorted(i for b in first for i in b) == list(range(100))
+    assert first == epoch_batches(lengths, 8, seed=0, epoch=0, group_by_length=True, stream=1)  # pure function

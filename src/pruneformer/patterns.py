@@ -209,6 +209,13 @@ class Pattern(abc.ABC):
         counts = self._nonzeros_per_group(weight, name)
         return bool((counts <= self.allowed_per_group(tuple(weight.shape))).all().item())
 
+    @torch.no_grad()
+    def groups_equal(self, mask_a: torch.Tensor, mask_b: torch.Tensor) -> tuple[int, int]:
+        """(groups whose kept set is the same in both masks, all groups): how far two masks of one layer
+        agree, counted in the pattern's own constraint groups (an N:M group, an r x c tile, or the layer)."""
+        same = (self._group(mask_a) == self._group(mask_b)).all(dim=-1)
+        return int(same.sum().item()), int(same.numel())
+
     def group_stats(self, weight: torch.Tensor, name: str = "weight") -> dict[str, Any]:
         """Per-layer compliance report for logs and the final report.
 

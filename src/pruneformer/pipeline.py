@@ -35,7 +35,7 @@ from .report import write_report
 from .sparsity import layer_sparsity, overall_sparsity
 from .structured import STRUCTURED_METHODS, check_structured, run_structured
 from .targets import resolve_targets
-from .training import PhaseResult, TrainSettings, train_phase
+from .training import PhaseResult, TrainSettings, schedule_spans, train_phase
 
 STATE_FILE = "run_state.json"
 
@@ -71,14 +71,26 @@ def schedule(recipe: Recipe) -> list[Phase]:
     }[recipe.prune.method]
 
 
-def build_method(phase: Phase, recipe: Recipe, masks: dict[str, torch.Tensor] | None) -> PruningMethod:
+def continuation_factor(rho: float, rho_max: float, steps: int, interval: int, reach: float = 0.6) -> float:
+    """The geometric rho factor that takes rho to rho_max after ``reach`` of the phase's Z/U updates, so the
+    last updates run at full pull and the primal residual is near zero at the hard prune."""
+    updates = max(1, round(reach * (steps // interval)))
+    return max(1.0, (rho_max / rho) ** (1.0 / updates))
+
+
+def build_method(phase: Phase, recipe: Recipe, masks: dict[str, torch.Tensor] | None,
+                 steps: int = 0) -> PruningMethod:
+    """The method of one phase from its recipe section; ``steps`` is the phase's length in optimizer steps."""
     pattern = parse_pattern(recipe.prune.pattern)
     if phase.name == "admm":
         a = recipe.admm
-        return ADMMPruner(pattern, rho=a.rho, rho_schedule=a.rho_schedule, rho_factor=a.rho_factor,
-                          rho_max=a.rho_max, interval=a.interval, penalty=a.penalty)
+        factor = a.rho_factor or continuation_factor(a.rho, a.rho_max, steps, a.interval)
+        return ADMMPruner(pattern, rho=a.rho, rho_schedule=a.rho_schedule, rho_factor=factor,
+                          rho_max=a.rho_max, interval=a.interval, penalty=a.penalty,
+                          target_residual=a.target_residual, eval_every=a.eval_every)
     if phase.name == "srste":
-        return SRSTEPruner(pattern, lambda_w=recipe.srste.lambda_w)
+        r = recipe.srste
+        return SRSTEPruner(pattern, lambda_w=r.lambda_w, decay=r.decay, decay_rate=r.decay_rate)
     if phase.name == "masked":
         return MaskedFineTuner(pattern, masks=masks)
     if phase.name == "magnitude":
@@ -101,12 +113,18 @@ def prepare_data(d: DataConfig, seed: int) -> DataBundle:
     return bundle
 
 
-def _settings(recipe: Recipe, epochs: float, lr: float, progress: bool) -> TrainSettings:
+def _settings(recipe: Recipe, epochs: float, lr: float, progress: bool, span: tuple[int, int] | None = None,
+              schedule_steps: int | None = None, data_stream: int = 0) -> TrainSettings:
     t = recipe.train
     return TrainSettings(epochs=epochs, lr=lr, batch_size=t.batch_size, eval_batch_size=t.eval_batch_size,
                          weight_decay=t.weight_decay, warmup_ratio=t.warmup_ratio, max_grad_norm=t.max_grad_norm,
                          seed=recipe.seed, log_every=t.log_every, checkpoint_every=t.checkpoint_every,
-                         group_by_length=t.group_by_length, progress=progress)
+                         group_by_length=t.group_by_length, progress=progress, span=span,
+                         schedule_steps=schedule_steps, data_stream=data_stream)
+
+
+#: the data order of the pruning phases: not the dense fine-tune's, so they do not replay its batches.
+PRUNING_STREAM = 1
 
 
 class RunState:
@@ -226,10 +244,13 @@ def run(recipe: Recipe, resume: bool = False, progress: bool = True,
         d = recipe.distill
         distiller = Distiller(copy.deepcopy(model), d.temperature, d.alpha, d.hidden_weight)
 
-    # -- pruning phases -------------------------------------------------------------------------------
+    # -- pruning phases: one lr schedule and one data order over the whole budget ---------------------------
     masks: dict[str, torch.Tensor] | None = None
     warnings: list[str] = []
-    for index, phase_spec in enumerate(schedule(recipe)):
+    plan = schedule(recipe)
+    steps_per_epoch = -(-len(tokenized.train) // recipe.train.batch_size)
+    spans, schedule_steps = schedule_spans([p.epochs for p in plan], steps_per_epoch)
+    for index, phase_spec in enumerate(plan):
         key = f"phase{index}-{phase_spec.name}"
         snapshot = out / "checkpoints" / f"{key}.safetensors"
         done = state.done(key)
@@ -239,12 +260,14 @@ def run(recipe: Recipe, resume: bool = False, progress: bool = True,
             phases.append(PhaseResult(**done["phase"]))
             warnings += done.get("warnings", [])
             continue
-        method = build_method(phase_spec, recipe, masks)
+        method = build_method(phase_spec, recipe, masks, steps=spans[index][1] - spans[index][0])
         method.attach(model, targets)
-        if method.trains and phase_spec.epochs > 0:
-            result = train_phase(model, tokenized.train, collator,
-                                 _settings(recipe, phase_spec.epochs, recipe.prune.lr, progress),
-                                 name=key, method=method, distiller=distiller, dev_dataset=tokenized.dev,
+        if method.trains and spans[index][1] > spans[index][0]:
+            settings = _settings(recipe, phase_spec.epochs, recipe.prune.lr, progress, span=spans[index],
+                                 schedule_steps=schedule_steps, data_stream=PRUNING_STREAM)
+            teacher = distiller if phase_spec.name != "admm" or recipe.distill.during_admm else None
+            result = train_phase(model, tokenized.train, collator, settings,
+                                 name=key, method=method, distiller=teacher, dev_dataset=tokenized.dev,
                                  metrics=task.metrics, checkpoint_dir=out / "checkpoints" / key,
                                  resume=resume, callbacks=callbacks, trust_pickle=trust_pickle)
         else:

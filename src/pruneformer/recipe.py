@@ -112,25 +112,40 @@ class ADMMConfig(_Strict):
 
     epochs: float | None = Field(None, ge=0, description="ADMM epochs (default: half of prune.epochs)")
     interval: int = Field(30, ge=1, description="optimizer steps between Z/U updates")
-    rho: float = Field(1e-3, gt=0)
-    rho_schedule: Literal["constant", "geometric"] = "geometric"
-    rho_factor: float = Field(1.3, ge=1)
-    rho_max: float = Field(0.1, gt=0)
+    rho: float = Field(0.02, gt=0, description="starting penalty weight (decoupled: the fraction rho/(1+rho) of the "
+                       "gap to Z - U closed per step)")
+    rho_schedule: Literal["constant", "geometric", "balanced"] = Field(
+        "geometric", description="geometric: x rho_factor per Z/U update; balanced: residual balancing (Boyd 3.4.1)")
+    rho_factor: float | None = Field(None, ge=1, description="rho growth per update; default: the factor that "
+                                     "takes rho to rho_max at 60% of the ADMM phase's updates")
+    rho_max: float = Field(0.3, gt=0)
     penalty: Literal["gradient", "decoupled"] = Field(
-        "gradient", description="gradient: rho*(W-Z+U) added to W.grad; decoupled: proximal step after the optimizer")
+        "decoupled", description="decoupled: proximal step after the optimizer (Adam-proof); gradient: "
+        "rho*(W-Z+U) added to W.grad after clipping")
+    target_residual: float = Field(0.05, gt=0, description="primal residual ||W-Z||/||W|| ADMM must reach before "
+                                   "the hard prune; above it the run warns")
+    eval_every: int = Field(3, ge=0, description="score Proj(W) on dev every this many Z/U updates (0: epoch ends only)")
 
 
 class SRSTEConfig(_Strict):
-    lambda_w: float = Field(2e-4, ge=0, description="decay on pruned weights")
+    """SR-STE: forward through the per-step projection, decay the pruned weights."""
+
+    decay: Literal["decoupled", "gradient"] = Field(
+        "decoupled", description="decoupled: pruned weights shrink by 1/(1+decay_rate) per step (Adam-proof); "
+        "gradient: the paper's lambda_w (1-M) W added to the gradient (an SGD setting)")
+    decay_rate: float = Field(2e-3, ge=0, lt=1, description="per-step shrink of pruned weights (decay: decoupled)")
+    lambda_w: float = Field(2e-4, ge=0, description="gradient decay on pruned weights (decay: gradient)")
 
 
 class DistillConfig(_Strict):
-    """Knowledge distillation from the dense fine-tuned model during the pruning phases."""
+    """Knowledge distillation from the dense fine-tuned model during the retraining phases."""
 
     enabled: bool = False
     temperature: float = Field(2.0, gt=0)
     alpha: float = Field(0.5, ge=0, le=1, description="weight of the teacher term against the task loss")
     hidden_weight: float = Field(0.0, ge=0, description="weight of the hidden-state MSE")
+    during_admm: bool = Field(False, description="also distil during ADMM (its student starts equal to the teacher, "
+                              "so the term mostly fights the penalty)")
 
 
 class SPPConfig(_Strict):

@@ -53,10 +53,16 @@ def render_markdown(report: dict[str, Any]) -> str:
                              ["phase", "steps", "wall time (s)", "mean step (s)"]), ""]
     if report.get("admm_step_time_ratio"):
         lines += [f"ADMM step time / dense step time: {report['admm_step_time_ratio']:.3f}", ""]
-    residuals = [h for p in report["phases"] if p["name"].endswith("admm") for h in p["method_history"]]
+    residuals = admm_history(report)
     if residuals:
-        lines += ["## ADMM residuals per Z/U update", "",
-                  markdown_table(residuals, ["update", "step", "rho", "primal_residual", "dual_residual"]), ""]
+        proj = sorted({k for h in residuals for k in h if k.startswith("proj_dev_")})
+        lines += ["## ADMM diagnostics per Z/U update", "",
+                  "primal = ||W-Z||/||W|| (must fall below the target before the hard prune); z_change = "
+                  "||Z_k - Z_(k-1)||/||W||; mask_changed = share of pattern groups whose kept set changed; "
+                  "magnitude_agreement = share of groups kept as one-shot magnitude pruning of the starting "
+                  "weights would; proj_dev = dev score of Proj(W), the model a hard prune now would give.", "",
+                  markdown_table(residuals, ["update", "step", "rho", "primal_residual", "dual_residual", "z_change",
+                                             "mask_changed", "magnitude_agreement", *proj]), ""]
     structured = report.get("structured")
     if structured:  # mlpruning / l1-structured: a physically smaller model
         lines += ["## Per-layer kept heads and neurons", "",
@@ -70,10 +76,15 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def admm_history(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """ADMM's per-update records from the phases of a report (empty for other methods)."""
+    return [h for p in report["phases"] if p["name"].endswith("admm") for h in p["method_history"]]
+
+
 def plot_curves(report: dict[str, Any], path: Path) -> None:
-    """Loss per phase against global step, and ADMM primal residual per update (log scale)."""
-    residuals = [h for p in report["phases"] if p["name"].endswith("admm") for h in p["method_history"]]
-    fig, axes = plt.subplots(1, 2 if residuals else 1, figsize=(11 if residuals else 6, 4), squeeze=False)
+    """Loss per phase against global step; for ADMM also its residuals and its mask diagnostics per update."""
+    residuals = admm_history(report)
+    fig, axes = plt.subplots(1, 3 if residuals else 1, figsize=(16 if residuals else 6, 4), squeeze=False)
     ax = axes[0][0]
     offset = 0
     for phase in report["phases"]:
@@ -91,8 +102,22 @@ def plot_curves(report: dict[str, Any], path: Path) -> None:
         dual = [(h["update"], h["dual_residual"]) for h in residuals if h["dual_residual"] > 0]
         if dual:
             ax.semilogy(*zip(*dual), marker="x", label="dual rho||Z-Z'||/||W||")
+        changes = [(h["update"], h["z_change"]) for h in residuals if h.get("z_change", 0) > 0]
+        if changes:
+            ax.semilogy(*zip(*changes), marker=".", label="||Z_k - Z_(k-1)||/||W||")
         ax.set(xlabel="Z/U update", ylabel="residual", title="ADMM residuals")
         ax.legend()
+        ax = axes[0][2]
+        updates = [h["update"] for h in residuals]
+        for key, label in (("mask_changed", "groups whose mask changed"),
+                           ("magnitude_agreement", "agreement with one-shot magnitude")):
+            if all(key in h for h in residuals):
+                ax.plot(updates, [h[key] for h in residuals], marker=".", label=label)
+        for key in sorted({k for h in residuals for k in h if k.startswith("proj_dev_")}):
+            points = [(h["update"], h[key]) for h in residuals if key in h]
+            ax.plot(*zip(*points), marker="s", label=f"dev {key.removeprefix('proj_dev_')} of Proj(W)")
+        ax.set(xlabel="Z/U update", ylabel="fraction", title="ADMM masks", ylim=(0, 1.02))
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

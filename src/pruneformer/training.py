@@ -2,8 +2,13 @@
 
 The loop knows nothing about which method it runs. It owns the optimizer, the LR schedule, the data order,
 distillation, checkpoints (every ``checkpoint_every`` steps, atomic) and resume. The data order of each
-epoch comes from a generator seeded with (seed, epoch), so a resumed run sees exactly the batches the
-uninterrupted run would have seen, and with the RNG state restored it ends with the same weights.
+epoch comes from a generator seeded with (seed, stream, epoch), so a resumed run sees exactly the batches
+the uninterrupted run would have seen, and with the RNG state restored it ends with the same weights.
+
+A phase can be one part of a longer schedule (``TrainSettings.span``): the phases of one pruning method
+(ADMM, then masked fine-tuning, say) share one warmup + linear decay over the whole budget and one data
+order, by global step. So no phase restarts at lr 0, the last phase is not starved of learning rate, and
+a later phase does not replay the batches an earlier one saw.
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import get_linear_schedule_with_warmup
 
 from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint, split_tensors
 from .distill import Distiller
@@ -45,6 +49,12 @@ class TrainSettings:
     eval_each_epoch: bool = True
     group_by_length: bool = True
     progress: bool = True
+    #: (first, end) global steps of this phase within a schedule of ``schedule_steps`` steps; None: the
+    #: phase is the whole schedule, ``ceil(epochs * steps_per_epoch)`` steps.
+    span: tuple[int, int] | None = None
+    schedule_steps: int | None = None
+    #: which data order: phases of one schedule share a stream; the dense fine-tune uses another.
+    data_stream: int = 0
 
 
 @dataclass
@@ -64,15 +74,16 @@ class PhaseResult:
         return dict(self.__dict__)
 
 
-def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_length: bool) -> list[list[int]]:
-    """The batches of one epoch, a pure function of (seed, epoch) so a resumed run sees the same ones.
+def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_length: bool,
+                  stream: int = 0) -> list[list[int]]:
+    """The batches of one epoch, a pure function of (seed, stream, epoch) so a resumed run sees the same ones.
 
     With ``group_by_length`` (HF Trainer's option of the same name) the shuffled examples are cut into
     chunks of 50 batches, each chunk is sorted by length, cut into batches, and the batch order shuffled:
     batches hold sentences of similar length, so dynamic padding wastes little compute, while every
     epoch still sees a different random grouping.
     """
-    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch + stream * 7_919_000_003)
     order = torch.randperm(len(lengths), generator=generator).tolist()
     if not group_by_length:
         return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
@@ -96,6 +107,103 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float,
         (no_decay if param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(param)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups + list(extra_groups), lr=lr)
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Warmup then linear decay over ``total`` steps, as a multiple of the peak lr, for 0-based ``step``.
+
+    Unlike transformers' ``get_linear_schedule_with_warmup`` no step runs at lr 0: the first warmup step
+    runs at 1/warmup of the peak and the last step at 1/(total - warmup) of it.
+    """
+    if step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def phase_steps(settings: TrainSettings, steps_per_epoch: int) -> tuple[int, int, int]:
+    """(first global step, end global step, steps of the whole schedule) of the phase ``settings`` describes."""
+    if settings.span is None:
+        total = max(1, math.ceil(settings.epochs * steps_per_epoch))
+        return 0, total, total
+    first, end = settings.span
+    return first, end, settings.schedule_steps or end
+
+
+def schedule_spans(epochs: Sequence[float], steps_per_epoch: int) -> tuple[list[tuple[int, int]], int]:
+    """Cut one schedule of ``sum(epochs)`` epochs into consecutive phases: ([(first, end), ...], total steps)."""
+    total = max(1, math.ceil(sum(epochs) * steps_per_epoch))
+    spans, done, first = [], 0.0, 0
+    for index, part in enumerate(epochs):
+        done += part
+        end = total if index == len(epochs) - 1 else min(total, round(done * steps_per_epoch))
+        spans.append((first, end))
+        first = end
+    return spans, total
+
+
+@dataclass
+class StepContext:
+    """What one training step needs besides the batch: the loop builds it once per phase, and the
+    benchmarks time :func:`train_step` with it, so the step they time is the step the loop runs."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    method: PruningMethod | None = None
+    distiller: Distiller | None = None
+    max_grad_norm: float | None = 1.0
+    world: Any = None
+    trained: list[torch.Tensor] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.world = self.world or current_world()
+        self.trained = self.trained or [p for group in self.optimizer.param_groups for p in group["params"]]
+
+
+class StepDiverged(Exception):
+    """A non-finite loss or gradient norm inside :func:`train_step` (the loop turns it into its message)."""
+
+
+def train_step(ctx: StepContext, batch: dict[str, torch.Tensor], step: int, share: float = 1.0) -> float:
+    """One optimizer step through the method's hooks; returns the global mean loss.
+
+    Order: before_forward -> forward (+ distillation, + the method's loss term) -> backward -> gradient
+    all-reduce -> after_backward -> clip -> before_optimizer_step -> optimizer and lr step ->
+    after_optimizer_step. Raises :class:`StepDiverged` before the optimizer step if the loss or the
+    gradient norm is not finite, so the weights stay the last finite ones.
+    """
+    method, distiller, world = ctx.method, ctx.distiller, ctx.world
+    if method is not None:
+        method.before_forward(step)
+    out = ctx.model(**batch, **(distiller.output_flags if distiller is not None else {"output_hidden_states": False}))
+    loss = distiller.loss(out, batch) if distiller is not None else out.loss
+    extra = method.loss_term(step) if method is not None else None
+    if extra is not None:
+        loss = loss + extra
+    value = world.sum(float(loss.detach()) * share)  # the global mean loss, as one process computes it
+    if not math.isfinite(value):
+        raise StepDiverged(f"the loss became {value}")
+    (loss if share == 1.0 else loss * share).backward()
+    world.all_reduce_gradients(ctx.trained)
+    if method is not None:
+        method.after_backward(step)
+    norm = float(torch.nn.utils.clip_grad_norm_(ctx.model.parameters(), ctx.max_grad_norm or math.inf))
+    if not math.isfinite(norm):
+        raise StepDiverged(f"the gradient norm became {norm}")
+    if method is not None:
+        method.before_optimizer_step(step)
+    ctx.optimizer.step()
+    ctx.scheduler.step()
+    ctx.optimizer.zero_grad(set_to_none=True)
+    if method is not None:
+        method.after_optimizer_step(step)
+    return value
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, first: int, total: int, warmup_ratio: float):
+    """The phase's slice of the schedule's lr curve (:func:`lr_factor`), starting at global step ``first``."""
+    warmup = int(warmup_ratio * total)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda local: lr_factor(first + local, total, warmup))
 
 
 def train_phase(
@@ -124,13 +232,12 @@ def train_phase(
     world = current_world()
     examples = train_dataset.to_list() if hasattr(train_dataset, "to_list") else list(train_dataset)
     steps_per_epoch = math.ceil(len(examples) / settings.batch_size)
-    total_steps = max(1, math.ceil(settings.epochs * steps_per_epoch))
+    first_step, end_step, schedule_total = phase_steps(settings, steps_per_epoch)
+    total_steps = end_step - first_step  # this phase's steps; ``step`` below counts them from 0
     device = next(model.parameters()).device
     optimizer = make_optimizer(model, settings.lr, settings.weight_decay,
                                method.param_groups() if method is not None else ())
-    scheduler = get_linear_schedule_with_warmup(
-        optimizer, int(settings.warmup_ratio * total_steps), total_steps
-    )
+    scheduler = make_scheduler(optimizer, first_step, schedule_total, settings.warmup_ratio)
     result = PhaseResult(name=name)
     start_step = 0
     elapsed_before = 0.0
@@ -157,7 +264,7 @@ def train_phase(
     started = time.perf_counter()
     bar = tqdm(total=total_steps, initial=start_step, desc=name, disable=not (settings.progress and world.is_main),
                dynamic_ncols=True, leave=False)
-    trained = [p for group in optimizer.param_groups for p in group["params"]]
+    ctx = StepContext(model, optimizer, scheduler, method, distiller, settings.max_grad_norm, world)
     losses: list[float] = []
 
     def diverged(what: str, step: int):
@@ -169,9 +276,10 @@ def train_phase(
     batches: list[list[int]] = []
     batches_epoch = -1
     for step in range(start_step, total_steps):
-        epoch, index = divmod(step, steps_per_epoch)
+        epoch, index = divmod(first_step + step, steps_per_epoch)  # the schedule's epoch, by global step
         if epoch != batches_epoch:
-            batches = epoch_batches(lengths, settings.batch_size, settings.seed, epoch, settings.group_by_length)
+            batches = epoch_batches(lengths, settings.batch_size, settings.seed, epoch, settings.group_by_length,
+                                    settings.data_stream)
             batches_epoch = epoch
         ids = batches[index]
         local = world.shard(ids)
@@ -181,29 +289,11 @@ def train_phase(
         batch = {k: v.to(device) for k, v in collator([examples[i] for i in local]).items()}
 
         t0 = time.perf_counter()
-        if method is not None:
-            method.before_forward(step)
-        out = model(**batch, **(distiller.output_flags if distiller is not None else {"output_hidden_states": False}))
-        loss = distiller.loss(out, batch) if distiller is not None else out.loss
-        extra = method.loss_term(step) if method is not None else None
-        if extra is not None:
-            loss = loss + extra
-        value = world.sum(float(loss.detach()) * share)  # the global mean loss, as one process computes it
-        if not math.isfinite(value):
-            raise diverged(f"the loss became {value}", step)
-        (loss if share == 1.0 else loss * share).backward()
-        world.all_reduce_gradients(trained)
-        if method is not None:
-            method.after_backward(step)
-        norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm or math.inf))
-        if not math.isfinite(norm):  # stop before the optimizer step: the weights stay the last finite ones
-            raise diverged(f"the gradient norm became {norm}", step)
+        try:
+            value = train_step(ctx, batch, step, share)
+        except StepDiverged as exc:
+            raise diverged(str(exc), step) from None
         losses.append(value)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        if method is not None:
-            method.after_optimizer_step(step)
         step_times.append(time.perf_counter() - t0)
 
         running, running_n = running + value, running_n + 1
@@ -212,17 +302,19 @@ def train_phase(
             bar.set_postfix(loss=f"{running / running_n:.4f}")
             running, running_n = 0.0, 0
         bar.update(1)
-        end_of_epoch = (step + 1) % steps_per_epoch == 0 or step + 1 == total_steps
-        if end_of_epoch:
+        end_of_epoch = (first_step + step + 1) % steps_per_epoch == 0 or step + 1 == total_steps
+        if end_of_epoch and method is not None:
+            method.end_epoch(epoch)
+            world.sync_method(method)  # rank 0's state everywhere, whatever a rank may have drifted by
+        requested = method is not None and method.eval_requested()
+        if dev_dataset is not None and (requested or (end_of_epoch and settings.eval_each_epoch)):
+            context = method.eval_weights() if method is not None else contextlib.nullcontext()
+            with context:
+                scores = evaluate(model, dev_dataset, collator, metrics, settings.eval_batch_size)
+            model.train()
+            result.evals.append({"step": step + 1, "epoch": (first_step + step + 1) / steps_per_epoch, **scores})
             if method is not None:
-                method.end_epoch(epoch)
-                world.sync_method(method)  # rank 0's state everywhere, whatever a rank may have drifted by
-            if settings.eval_each_epoch and dev_dataset is not None:
-                context = method.eval_weights() if method is not None else contextlib.nullcontext()
-                with context:
-                    scores = evaluate(model, dev_dataset, collator, metrics, settings.eval_batch_size)
-                model.train()
-                result.evals.append({"step": step + 1, "epoch": (step + 1) / steps_per_epoch, **scores})
+                method.record_eval(scores)
         for callback in callbacks:
             callback(step + 1, value)
         if checkpoint_dir and settings.checkpoint_every and (step + 1) % settings.checkpoint_every == 0 \

@@ -9,7 +9,9 @@ their own training loop, and so pruneformer's own loop never needs to know which
         loss = model(**batch).loss
         extra = method.loss_term(step)          # None for most methods
         (loss + extra if extra is not None else loss).backward()
-        method.after_backward(step)             # edit gradients (masking, ADMM penalty, SR-STE)
+        method.after_backward(step)             # edit gradients (masking, SR-STE)
+        clip_grad_norm_(model.parameters(), max_norm)   # optional
+        method.before_optimizer_step(step)      # gradient terms that clipping must not scale (ADMM's penalty)
         optimizer.step()
         method.after_optimizer_step(step)       # ADMM Z/U update, keep pruned weights at zero
     masks = method.finalize()                   # hard-prune: weights now satisfy the pattern
@@ -76,8 +78,23 @@ class PruningMethod:
     def after_backward(self, step: int) -> None:
         """Called after ``loss.backward()``, before gradient clipping and the optimizer step."""
 
+    def before_optimizer_step(self, step: int) -> None:
+        """Called after gradient clipping, right before ``optimizer.step()``.
+
+        Gradient terms of the method's own objective go here (ADMM's penalty gradient): added before
+        clipping, a large penalty would scale the task gradient down with it.
+        """
+
     def after_optimizer_step(self, step: int) -> None:
         """Called after ``optimizer.step()``."""
+
+    def eval_requested(self) -> bool:
+        """True right after a step at which the method wants the dev score of :meth:`eval_weights` (e.g. ADMM
+        after a Z/U update); the loop then evaluates and hands the scores to :meth:`record_eval`."""
+        return False
+
+    def record_eval(self, scores: Mapping[str, float]) -> None:
+        """Receive the dev scores the loop computed for :meth:`eval_requested` or at an epoch's end."""
 
     def end_epoch(self, epoch: int) -> None:
         """Called at the end of every training epoch."""

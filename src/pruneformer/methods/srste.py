@@ -1,9 +1,18 @@
 """SR-STE: sparse-refined straight-through estimation (Zhou et al. 2021).
 
 The forward pass uses W * M with M = Proj(W) recomputed every step; the dense W receives the gradient of
-the sparse weights (straight through) plus lambda_w * (1 - M) * W, which decays the pruned weights so the
-mask settles instead of flipping. Implemented by swapping the masked weights in before the forward pass
-and restoring the dense ones after backward, so the model's modules stay plain ``nn.Linear``.
+the sparse weights (straight through) and a decay of its pruned weights, so the mask settles instead of
+flipping. Implemented by swapping the masked weights in before the forward pass and restoring the dense
+ones after backward, so the model's modules stay plain ``nn.Linear``.
+
+The decay (``decay``):
+
+* ``decoupled`` (default; for Adam): after each optimizer step the pruned weights shrink by a fixed
+  fraction, W[~M] <- W[~M] / (1 + ``decay_rate``), the proximal step of (decay_rate / 2) ||(1 - M) W||^2.
+  Its strength does not depend on the optimizer's normalisation.
+* ``gradient`` (the paper's, for SGD): lambda_w * (1 - M) * W is added to the gradient. The paper's
+  lambda_w = 2e-4 comes from SGD at lr 0.1; under Adam, whose step is ~lr whatever the gradient, that
+  term is ~1e-5 of a typical gradient and SR-STE degenerates to plain STE.
 """
 
 from __future__ import annotations
@@ -20,11 +29,15 @@ class SRSTEPruner(PruningMethod):
 
     name: ClassVar[str] = "srste"
 
-    def __init__(self, pattern, lambda_w: float = 2e-4) -> None:
+    def __init__(self, pattern, lambda_w: float = 2e-4, decay: str = "decoupled", decay_rate: float = 2e-3) -> None:
         super().__init__(pattern)
-        if lambda_w < 0:
-            raise ValueError("lambda_w must be >= 0")
+        if lambda_w < 0 or decay_rate < 0:
+            raise ValueError("lambda_w and decay_rate must be >= 0")
+        if decay not in ("decoupled", "gradient"):
+            raise ValueError("decay must be 'decoupled' or 'gradient'")
         self.lambda_w = float(lambda_w)
+        self.decay = decay
+        self.decay_rate = float(decay_rate)
         self._dense: list[torch.Tensor] | None = None
         self._masks: list[torch.Tensor] = []
 
@@ -50,9 +63,19 @@ class SRSTEPruner(PruningMethod):
         dense = self._dense
         self._restore()
         grads = self.grads
-        if self.lambda_w and all(g is not None for g in grads):
+        if self.decay == "gradient" and self.lambda_w and all(g is not None for g in grads):
             decay = torch._foreach_mul([1.0 - m for m in self._masks], dense)
             torch._foreach_add_(grads, decay, alpha=self.lambda_w)
+
+    @torch.no_grad()
+    def after_optimizer_step(self, step: int) -> None:
+        if self.decay != "decoupled" or not self.decay_rate or not self._masks:
+            return
+        # pruned entries x 1/(1+rate), kept entries x 1: factor = 1/(1+rate) + M * (1 - 1/(1+rate))
+        shrink = 1.0 / (1.0 + self.decay_rate)
+        factors = torch._foreach_mul(self._masks, 1.0 - shrink)
+        torch._foreach_add_(factors, shrink)
+        torch._foreach_mul_(self.weights, factors)
 
     def eval_weights(self):
         """Evaluate the sparse network the forward pass uses."""
@@ -64,8 +87,10 @@ class SRSTEPruner(PruningMethod):
         return super().finalize()
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "lambda_w": self.lambda_w}
+        return {**super().state_dict(), "lambda_w": self.lambda_w, "decay": self.decay, "decay_rate": self.decay_rate}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
         self.lambda_w = float(state.get("lambda_w", self.lambda_w))
+        self.decay = str(state.get("decay", self.decay))
+        self.decay_rate = float(state.get("decay_rate", self.decay_rate))
