@@ -19,14 +19,13 @@ from typing import Any, Callable, Sequence
 import torch
 from transformers import DataCollatorWithPadding, set_seed
 
-from .compress.io import save_shrunk_model
 from .compress.paired import extract as slice_units
 from .compress.paired import removed_parameters
 from .data import DataBundle, tokenize_bundle
 from .distributed import current as current_world
 from .errors import CheckpointError, PruneformerError
 from .evaluation import evaluate_splits
-from .io import load_pruned_model, save_pruned_model
+from .io import load_pruned_model, save_pruned_model, save_shrunk_model
 from .methods.spp import SPPSearch
 from .models import load_classifier
 from .path_record import PATH_FILE, PathRecord, check_ratio, model_fingerprint
@@ -106,7 +105,7 @@ def search(recipe: Recipe, progress: bool = True, log: Callable[[str], None] = p
     method.finalize()
     wall["search"] = phase.wall_time_s
     after = dense_scores if not recipe.spp.train_weights else _scores(model, tokenized, collator, recipe)
-    record = method.path_record(model_fingerprint(model))
+    record = PathRecord.from_search(method, model_fingerprint(model))
     model_dir = out / "model"
     if world.is_main:
         save_pruned_model(model, tokenizer, model_dir, {
