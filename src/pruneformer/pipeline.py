@@ -101,7 +101,7 @@ def prepare_data(d: DataConfig, seed: int) -> DataBundle:
     return bundle
 
 
-def _settings(recipe: Recipe, epochs: float, lr: float, progress: bool) -> TrainSettings:
+def train_settings(recipe: Recipe, epochs: float, lr: float, progress: bool) -> TrainSettings:
     t = recipe.train
     return TrainSettings(epochs=epochs, lr=lr, batch_size=t.batch_size, eval_batch_size=t.eval_batch_size,
                          weight_decay=t.weight_decay, warmup_ratio=t.warmup_ratio, max_grad_norm=t.max_grad_norm,
@@ -139,7 +139,7 @@ def run(recipe: Recipe, resume: bool = False, progress: bool = True,
     quiet_library_progress()
     world = current_world()
     if not world.is_main:
-        log = _silent
+        log = silent_log
     out = Path(recipe.output_dir)
     state_path = out / STATE_FILE
     if state_path.is_file() and not resume:
@@ -193,7 +193,7 @@ def run(recipe: Recipe, resume: bool = False, progress: bool = True,
         signature = data_signature(recipe)
         if recipe.dense.checkpoint is None and recipe.dense.epochs > 0:
             phase = train_phase(model, tokenized.train, collator,
-                                _settings(recipe, recipe.dense.epochs, recipe.dense.lr, progress),
+                                train_settings(recipe, recipe.dense.epochs, recipe.dense.lr, progress),
                                 name="dense", dev_dataset=tokenized.dev, metrics=task.metrics,
                                 checkpoint_dir=out / "checkpoints" / "dense", resume=resume, callbacks=callbacks,
                                 trust_pickle=trust_pickle)
@@ -218,7 +218,7 @@ def run(recipe: Recipe, resume: bool = False, progress: bool = True,
     if recipe.prune.method in STRUCTURED_METHODS:
         context = dict(model=model, tokenizer=tokenizer, tokenized=tokenized, collator=collator, task=task, bundle=bundle,
                        state=state, phases=phases, dense_scores=dense_scores, wall=wall, t0=t0, out=out)
-        return run_structured(recipe, context, lambda epochs, lr: _settings(recipe, epochs, lr, progress),
+        return run_structured(recipe, context, lambda epochs, lr: train_settings(recipe, epochs, lr, progress),
                               resume, log, callbacks)
 
     distiller = None
@@ -243,7 +243,7 @@ def run(recipe: Recipe, resume: bool = False, progress: bool = True,
         method.attach(model, targets)
         if method.trains and phase_spec.epochs > 0:
             result = train_phase(model, tokenized.train, collator,
-                                 _settings(recipe, phase_spec.epochs, recipe.prune.lr, progress),
+                                 train_settings(recipe, phase_spec.epochs, recipe.prune.lr, progress),
                                  name=key, method=method, distiller=distiller, dev_dataset=tokenized.dev,
                                  metrics=task.metrics, checkpoint_dir=out / "checkpoints" / key,
                                  resume=resume, callbacks=callbacks, trust_pickle=trust_pickle)
@@ -308,7 +308,7 @@ def data_signature(recipe: Recipe) -> str:
     return json.dumps({"data": recipe.data.model_dump(mode="json"), "seed": recipe.seed}, sort_keys=True)
 
 
-def _silent(_: str) -> None:
+def silent_log(_: str) -> None:
     """The log of every rank but 0."""
 
 
