@@ -39,3 +39,12 @@ class CheckpointError(PruneformerError):
 
 class DivergenceError(PruneformerError):
     """Training produced a non-finite loss or a residual that keeps growing."""
+
+
+def one_line(text: object, limit: int = 240) -> str:
+    """Collapse an exception or a tool's output to one short line (error messages must be one line).
+
+    The final full stop goes too: callers add their own.
+    """
+    line = " ".join(str(text).split()).rstrip(".!")
+    return line if len(line) <= limit else line[: limit - 3] + "..."
