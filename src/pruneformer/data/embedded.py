@@ -19,7 +19,7 @@ import datasets
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError, one_line
+from ..errors import DataError, brief
 from .bundle import CLASSIFICATION, DataBundle, TaskSpec
 
 
@@ -92,11 +92,11 @@ def _download_vader_sdist(dest: Path) -> Path:
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     except (OSError, subprocess.SubprocessError) as exc:
-        raise DataError(f"could not run pip to download {VADER_REQUIREMENT}: {one_line(exc)}.", _MANUAL_FETCH) from exc
+        raise DataError(f"could not run pip to download {VADER_REQUIREMENT}: {brief(exc)}.", _MANUAL_FETCH) from exc
     found = sorted(dest.glob("vaderSentiment-*.tar.gz"))
     if proc.returncode != 0 or not found:
         lines = [ln for ln in (proc.stderr or proc.stdout or "").splitlines() if ln.strip()]
-        reason = one_line(lines[-1]) if lines else f"exit status {proc.returncode}"
+        reason = brief(lines[-1]) if lines else f"exit status {proc.returncode}"
         raise DataError(f"pip could not download {VADER_REQUIREMENT} ({reason}).", _MANUAL_FETCH)
     return found[0]
 
@@ -111,7 +111,7 @@ def _archive_from_sdist(sdist: Path) -> bytes:
                     if fobj is not None:
                         return fobj.read()
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise DataError(f"{sdist} is not a readable .tar.gz ({one_line(exc)}).", _MANUAL_FETCH) from exc
+        raise DataError(f"{sdist} is not a readable .tar.gz ({brief(exc)}).", _MANUAL_FETCH) from exc
     raise DataError(f"{sdist} does not contain {VADER_ARCHIVE_MEMBER}; it is not the {VADER_REQUIREMENT} sdist.",
                     _MANUAL_FETCH)
 
@@ -125,7 +125,7 @@ def _snippets_from_archive(archive: Path) -> bytes:
                     if fobj is not None:
                         return fobj.read()
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise DataError(f"cannot read {archive} ({one_line(exc)}).",
+        raise DataError(f"cannot read {archive} ({brief(exc)}).",
                         f"delete {archive.parent} and run again.") from exc
     raise DataError(f"{archive} does not contain {VADER_SNIPPETS_MEMBER}.", f"delete {archive.parent} and run again.")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import datasets
 import pandas as pd
 
-from ..errors import DataError, one_line
+from ..errors import DataError, brief
 from .bundle import CLASSIFICATION, REGRESSION, DataBundle, TaskSpec
 from .labels import build_split, require_columns
 
@@ -60,7 +60,7 @@ def _read_glue_tsv(path: Path, layout: GlueLayout) -> pd.DataFrame:
             header=None if layout.header else 0, names=layout.header, on_bad_lines="warn",
         )
     except Exception as exc:
-        raise DataError(f"could not read {path}: {one_line(exc)}.", "re-download the GLUE data.") from exc
+        raise DataError(f"could not read {path}: {brief(exc)}.", "re-download the GLUE data.") from exc
     df.columns = [str(c).strip() for c in df.columns]
     if len(df) == 0:
         raise DataError(f"{path} has no rows.", "re-download the GLUE data.")

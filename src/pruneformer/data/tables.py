@@ -10,7 +10,7 @@ import datasets
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError, one_line
+from ..errors import DataError, brief
 from .bundle import CLASSIFICATION, REGRESSION, DataBundle, TaskSpec
 from .labels import build_split, check_no_missing, classification_metrics, infer_scheme, require_columns
 
@@ -56,7 +56,7 @@ def _read_table(path: str | Path, split: str) -> pd.DataFrame:
     except Exception as exc:  # parsers raise many unrelated types; all mean "this file is not valid <format>"
         if p.stat().st_size == 0 or "corresponds to no data" in str(exc):  # empty, or a header and nothing else
             raise DataError(f"{split} file {p} has no rows.", "give a file with at least one example.") from exc
-        raise DataError(f"could not read {split} file {p} as {suffix[1:]}: {one_line(exc)}.",
+        raise DataError(f"could not read {split} file {p} as {suffix[1:]}: {brief(exc)}.",
                         f"check that it is valid {suffix[1:]} with one example per row.") from exc
     finally:
         if bars:
