@@ -25,11 +25,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import __version__
 from .compress import modeling_shrunk_bert
 from .compress.modeling_shrunk_bert import ShrunkBertConfig, ShrunkBertForSequenceClassification, ShrunkBertModel
 from .errors import CheckpointError, ModelError
 from .models import read_model_type, resolve_model_path, weight_loading_kwargs
+from .version import __version__
 
 PRUNING_FILE = "pruning.json"
 MODELING_FILE = Path(modeling_shrunk_bert.__file__).name
