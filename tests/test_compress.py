@@ -13,9 +13,10 @@ import torch
 from bert_fixtures import FFN, HEAD_DIM, HEADS, HIDDEN, tiny_bert, token_batch
 from transformers import BertForSequenceClassification, BertTokenizerFast, DistilBertConfig, DistilBertForSequenceClassification
 
-from pruneformer.compress import (LayerPlan, count_encoder_parameters, kept_encoder_weights, load_shrunk_model,
-                                  save_shrunk_model, shrink_model)
+from pruneformer.compress import count_encoder_parameters, kept_encoder_weights, shrink_model
 from pruneformer.errors import ModelError
+from pruneformer.io import load_pruned_model, save_shrunk_model
+from pruneformer.structure import LayerPlan
 
 
 def batch(seed: int = 1) -> dict[str, torch.Tensor]:
@@ -153,7 +154,7 @@ def test_save_load_round_trip_with_plain_transformers(tmp_path):
     assert result["class"] == "ShrunkBertForSequenceClassification" and not result["pruneformer_imported"]
     torch.testing.assert_close(torch.tensor(result["logits"]), expected, atol=0, rtol=0)
 
-    reloaded, _, info = load_shrunk_model(directory)
+    reloaded, _, info = load_pruned_model(directory)
     assert info["method"] == "test"
     with torch.no_grad():
         torch.testing.assert_close(reloaded.eval()(**inputs).logits, expected, atol=0, rtol=0)

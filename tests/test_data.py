@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import pruneformer.data as data_mod
+import pruneformer.data.embedded as embedded_mod
+import pruneformer.data.sources as sources_mod
 from pruneformer.data import (
     CLASSIFICATION,
     REGRESSION,
@@ -290,7 +291,7 @@ def test_load_data_dispatch(tmp_path, monkeypatch):
     b = load_data(str(train), dev=None, text_column="text", seed=1)
     assert b.task.name == "tr" and (len(b.train), len(b.dev)) == (9, 1)
     calls = []
-    monkeypatch.setattr(data_mod, "load_embedded_sentiment", lambda **kw: calls.append(kw) or "bundle")
+    monkeypatch.setattr(sources_mod, "load_embedded_sentiment", lambda **kw: calls.append(kw) or "bundle")
     assert load_data("embedded", seed=4, dev=None, label_column="label") == "bundle"
     assert load_data("movie-sentiment") == "bundle"
     assert calls == [{"seed": 4}, {}]
@@ -411,8 +412,8 @@ def fake_vader(tmp_path, monkeypatch):
     sdist = tmp_path / "vaderSentiment-3.3.2.tar.gz"
     sdist.write_bytes(_tar_gz({"vaderSentiment-3.3.2/setup.py": b"",
                                "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz": archive}))
-    monkeypatch.setattr(data_mod, "VADER_ARCHIVE_SHA256", hashlib.sha256(archive).hexdigest())
-    monkeypatch.setattr(data_mod, "VADER_SNIPPETS_SHA256", hashlib.sha256(snippets).hexdigest())
+    monkeypatch.setattr(embedded_mod, "VADER_ARCHIVE_SHA256", hashlib.sha256(archive).hexdigest())
+    monkeypatch.setattr(embedded_mod, "VADER_SNIPPETS_SHA256", hashlib.sha256(snippets).hexdigest())
     monkeypatch.delenv("PRUNEFORMER_VADER_SDIST", raising=False)
     return {"sdist": sdist, "scores": scores, "cache": tmp_path / "cache"}
 
@@ -421,7 +422,7 @@ def forbid_pip(monkeypatch):
     def no_pip(*args, **kwargs):
         raise AssertionError("pip must not run when the data is cached or given by PRUNEFORMER_VADER_SDIST")
 
-    monkeypatch.setattr(data_mod.subprocess, "run", no_pip)
+    monkeypatch.setattr(embedded_mod.subprocess, "run", no_pip)
 
 
 def test_embedded_from_env_sdist_then_cache(fake_vader, monkeypatch):
@@ -462,7 +463,7 @@ def test_embedded_uses_pip_and_reports_failure(fake_vader, monkeypatch):
         (dest / fake_vader["sdist"].name).write_bytes(fake_vader["sdist"].read_bytes())
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
-    monkeypatch.setattr(data_mod.subprocess, "run", fake_pip)
+    monkeypatch.setattr(embedded_mod.subprocess, "run", fake_pip)
     assert len(load_embedded_sentiment(cache_dir=fake_vader["cache"]).train) == 100
     assert seen and seen[0][1:] == ["-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
                                     "vaderSentiment==3.3.2", "-d", seen[0][-1]]
@@ -472,7 +473,7 @@ def test_embedded_uses_pip_and_reports_failure(fake_vader, monkeypatch):
     def failing_pip(cmd, **kwargs):
         return subprocess.CompletedProcess(cmd, 1, "", "ERROR: Could not find a version\nERROR: No matching distribution")
 
-    monkeypatch.setattr(data_mod.subprocess, "run", failing_pip)
+    monkeypatch.setattr(embedded_mod.subprocess, "run", failing_pip)
     with pytest.raises(DataError, match="pip could not download.*No matching distribution") as err:
         load_embedded_sentiment(cache_dir=fake_vader["cache"] / "elsewhere")
     assert "PRUNEFORMER_VADER_SDIST=" in assert_one_line(err)
@@ -480,7 +481,7 @@ def test_embedded_uses_pip_and_reports_failure(fake_vader, monkeypatch):
 
 def test_embedded_rejects_wrong_sdist(fake_vader, monkeypatch, tmp_path):
     forbid_pip(monkeypatch)
-    monkeypatch.setattr(data_mod, "VADER_ARCHIVE_SHA256", "0" * 64)
+    monkeypatch.setattr(embedded_mod, "VADER_ARCHIVE_SHA256", "0" * 64)
     monkeypatch.setenv("PRUNEFORMER_VADER_SDIST", str(fake_vader["sdist"]))
     with pytest.raises(DataError, match="expected 000000000000") as err:
         load_embedded_sentiment(cache_dir=fake_vader["cache"])
@@ -539,7 +540,7 @@ def test_embedded_real_cached(monkeypatch, tmp_path):
     assert load_embedded_sentiment(seed=0).dev["text"] == b0.dev["text"]
     b1 = load_embedded_sentiment(seed=1)
     assert b1.dev["text"] != b0.dev["text"] and sorted(all_rows(b1, "text")) == sorted(all_rows(b0, "text"))
-    assert data_mod.VADER_ARCHIVE_SHA256 == "d5bb07d87474b3eb8d30b4deccbc23f19d742a6c5718fbacc65485b70b95c5fa"
+    assert embedded_mod.VADER_ARCHIVE_SHA256 == "d5bb07d87474b3eb8d30b4deccbc23f19d742a6c5718fbacc65485b70b95c5fa"
 
     # A corrupted copy of the real cached archive is refused.
     real = default_cache_dir() / "vader"

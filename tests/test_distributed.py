@@ -18,6 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import pruneformer
 from conftest import make_tiny_model_dir, make_tiny_task
 from pruneformer.pipeline import run
 from pruneformer.recipe import build_recipe
@@ -47,7 +48,10 @@ def recipe_dict(tmp_path: Path, output_dir: Path) -> dict:
 
 def launch_two_ranks(tmp_path: Path) -> list[dict]:
     """Run the worker on ``tmp_path/config.json`` as 2 gloo ranks under torchrun; each rank's record."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(WORKER.parent)}
+    # the workers import the pruneformer this test imported (an installed one, or a checkout on PYTHONPATH)
+    code = Path(pruneformer.__file__).parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join([str(WORKER.parent), str(code)])}
     launched = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          str(WORKER), str(tmp_path / "config.json")],

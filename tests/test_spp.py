@@ -149,7 +149,7 @@ def test_state_dict_round_trip_resumes_exactly():
 def make_record(model, granularity="shared") -> PathRecord:
     method = run_search(model, granularity=granularity)
     method.finalize()
-    return method.path_record(model_fingerprint(model))
+    return PathRecord.from_search(method, model_fingerprint(model))
 
 
 def test_record_order_counts_and_round_trip(tmp_path):
@@ -229,7 +229,7 @@ def test_l1_scores_rank_by_weight_norm():
 def test_cut_model_saves_and_reloads_with_identical_predictions(tmp_path):
     from transformers import AutoModelForSequenceClassification
 
-    from pruneformer.compress import load_shrunk_model, save_shrunk_model
+    from pruneformer.io import load_pruned_model, save_shrunk_model
 
     model = tiny_bert()
     keep = make_record(model).keep(0.5)
@@ -238,7 +238,7 @@ def test_cut_model_saves_and_reloads_with_identical_predictions(tmp_path):
     (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]"] + [f"w{i}" for i in range(46)]))
     tokenizer = BertTokenizerFast(vocab=str(tmp_path / "vocab.txt"))
     save_shrunk_model(shrunk, tokenizer, tmp_path / "cut", {"method": "spp", "pattern": None, "ratio": 0.5})
-    reloaded, _, info = load_shrunk_model(tmp_path / "cut")
+    reloaded, _, info = load_pruned_model(tmp_path / "cut")
     assert info["ratio"] == 0.5
     assert torch.equal(reloaded.eval()(**batch()).logits, expected)
     plain = AutoModelForSequenceClassification.from_pretrained(tmp_path / "cut", trust_remote_code=True)

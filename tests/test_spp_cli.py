@@ -10,7 +10,6 @@ import torch
 from typer.testing import CliRunner
 
 from pruneformer.cli import app
-from pruneformer.compress import load_shrunk_model
 from pruneformer.io import load_pruned_model
 
 runner = CliRunner()
@@ -45,11 +44,11 @@ def test_search_extract_reload_and_errors(tiny_model_dir, tiny_task, tmp_path):
         removed_ffn = round(row["ratio"] * 256)
         implied = removed_qk * 4 * 2 * 65 + removed_qk * 4 * 129 + removed_ffn * 129
         assert row["parameters"] == dense_params - implied
-        model, _, info = load_shrunk_model(row["model_dir"])
+        model, _, info = load_pruned_model(row["model_dir"])
         assert sum(p.numel() for p in model.parameters()) == row["parameters"] < dense_params
         assert info["ratio"] == row["ratio"]
         ids = torch.randint(5, 29, (3, 10))
-        again, _, _ = load_shrunk_model(row["model_dir"])
+        again, _, _ = load_pruned_model(row["model_dir"])
         assert torch.equal(model.eval()(input_ids=ids).logits, again.eval()(input_ids=ids).logits)
     assert (out / "accuracy_vs_ratio.png").is_file()
 

@@ -10,11 +10,9 @@ The Python API, for use in your own training loop::
 and the whole pipeline (what ``pruneformer prune`` runs): :func:`pruneformer.pipeline.run`.
 """
 
-__version__ = "0.1.0"
-
-from .errors import PruneformerError  # noqa: E402
-from .io import load_pruned_model, save_pruned_model  # noqa: E402
-from .methods import (  # noqa: E402
+from .errors import PruneformerError
+from .io import load_pruned_model, save_pruned_model
+from .methods import (
     ADMMPruner,
     MagnitudePruner,
     MaskedFineTuner,
@@ -23,8 +21,9 @@ from .methods import (  # noqa: E402
     SRSTEPruner,
     WandaPruner,
 )
-from .patterns import compute_masks, parse_pattern  # noqa: E402
-from .targets import resolve_targets  # noqa: E402
+from .patterns import compute_masks, parse_pattern
+from .targets import resolve_targets
+from .version import __version__
 
 __all__ = [
     "ADMMPruner", "MagnitudePruner", "MaskedFineTuner", "PruneformerError", "PruningMethod", "SRSTEPruner",

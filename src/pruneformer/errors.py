@@ -39,3 +39,14 @@ class CheckpointError(PruneformerError):
 
 class DivergenceError(PruneformerError):
     """Training produced a non-finite loss or a residual that keeps growing."""
+
+
+def one_line(text: object) -> str:
+    """Whitespace collapsed to single spaces, so a user-supplied name cannot break the one-line contract."""
+    return " ".join(str(text).split())
+
+
+def brief(text: object, limit: int = 240) -> str:
+    """An exception or a tool's output as one short line, without its final full stop (callers add their own)."""
+    line = one_line(text).rstrip(".!")
+    return line if len(line) <= limit else line[: limit - 3] + "..."

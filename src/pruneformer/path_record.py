@@ -15,7 +15,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
@@ -23,10 +23,13 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 from .errors import CheckpointError, RecipeError
+from .structure import GROUPS
 from .targets import all_targets
 
+if TYPE_CHECKING:
+    from .methods.spp import SPPSearch
+
 PATH_FILE = "spp_path.safetensors"
-GROUPS = ("qk", "vo", "ffn")
 
 
 def model_fingerprint(model: nn.Module) -> str:
@@ -79,6 +82,20 @@ class PathRecord:
     path_steps: list[int] = field(default_factory=list)
     gamma_path: dict[str, torch.Tensor] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_search(cls, search: SPPSearch, fingerprint: str) -> PathRecord:
+        """The record of a finished search: entry steps (and z, the tie-break of units that did not enter) of
+        every unit by group, gamma at each snapshot, and the settings; ``fingerprint`` names the model."""
+        snapshots = [search.by_group(gamma) for _, gamma in search.snapshots]
+        return cls(
+            granularity=search.granularity, layers=[layer.index for layer in search.layers],
+            num_heads=search.layers[0].num_heads, entry=search.by_group(search.lbi.entry),
+            score={g: z.float() for g, z in search.by_group(search.lbi.z).items()},
+            path_steps=[step for step, _ in search.snapshots],
+            gamma_path={g: torch.stack([snap[g] for snap in snapshots]) for g in GROUPS},
+            fingerprint=fingerprint, steps=search.lbi.steps, settings=search.search_settings(),
+        )
 
     def priority(self) -> dict[str, torch.Tensor]:
         """A score per unit, higher = earlier on the path: entered units by entry step, then the rest by z."""

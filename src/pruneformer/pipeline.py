@@ -113,8 +113,8 @@ def prepare_data(d: DataConfig, seed: int) -> DataBundle:
     return bundle
 
 
-def _settings(recipe: Recipe, epochs: float, lr: float, progress: bool, span: tuple[int, int] | None = None,
-              schedule_steps: int | None = None, data_stream: int = 0) -> TrainSettings:
+def train_settings(recipe: Recipe, epochs: float, lr: float, progress: bool, span: tuple[int, int] | None = None,
+                   schedule_steps: int | None = None, data_stream: int = 0) -> TrainSettings:
     t = recipe.train
     return TrainSettings(epochs=epochs, lr=lr, batch_size=t.batch_size, eval_batch_size=t.eval_batch_size,
                          weight_decay=t.weight_decay, warmup_ratio=t.warmup_ratio, max_grad_norm=t.max_grad_norm,
@@ -157,7 +157,7 @@ def run(recipe: Recipe, resume: bool = False, progress: bool = True,
     quiet_library_progress()
     world = current_world()
     if not world.is_main:
-        log = _silent
+        log = silent_log
     out = Path(recipe.output_dir)
     state_path = out / STATE_FILE
     if state_path.is_file() and not resume:
@@ -211,7 +211,7 @@ def run(recipe: Recipe, resume: bool = False, progress: bool = True,
         signature = data_signature(recipe)
         if recipe.dense.checkpoint is None and recipe.dense.epochs > 0:
             phase = train_phase(model, tokenized.train, collator,
-                                _settings(recipe, recipe.dense.epochs, recipe.dense.lr, progress),
+                                train_settings(recipe, recipe.dense.epochs, recipe.dense.lr, progress),
                                 name="dense", dev_dataset=tokenized.dev, metrics=task.metrics,
                                 checkpoint_dir=out / "checkpoints" / "dense", resume=resume, callbacks=callbacks,
                                 trust_pickle=trust_pickle)
@@ -236,7 +236,7 @@ def run(recipe: Recipe, resume: bool = False, progress: bool = True,
     if recipe.prune.method in STRUCTURED_METHODS:
         context = dict(model=model, tokenizer=tokenizer, tokenized=tokenized, collator=collator, task=task, bundle=bundle,
                        state=state, phases=phases, dense_scores=dense_scores, wall=wall, t0=t0, out=out)
-        return run_structured(recipe, context, lambda epochs, lr: _settings(recipe, epochs, lr, progress),
+        return run_structured(recipe, context, lambda epochs, lr: train_settings(recipe, epochs, lr, progress),
                               resume, log, callbacks)
 
     distiller = None
@@ -263,7 +263,7 @@ def run(recipe: Recipe, resume: bool = False, progress: bool = True,
         method = build_method(phase_spec, recipe, masks, steps=spans[index][1] - spans[index][0])
         method.attach(model, targets)
         if method.trains and spans[index][1] > spans[index][0]:
-            settings = _settings(recipe, phase_spec.epochs, recipe.prune.lr, progress, span=spans[index],
+            settings = train_settings(recipe, phase_spec.epochs, recipe.prune.lr, progress, span=spans[index],
                                  schedule_steps=schedule_steps, data_stream=PRUNING_STREAM)
             teacher = distiller if phase_spec.name != "admm" or recipe.distill.during_admm else None
             result = train_phase(model, tokenized.train, collator, settings,
@@ -331,7 +331,7 @@ def data_signature(recipe: Recipe) -> str:
     return json.dumps({"data": recipe.data.model_dump(mode="json"), "seed": recipe.seed}, sort_keys=True)
 
 
-def _silent(_: str) -> None:
+def silent_log(_: str) -> None:
     """The log of every rank but 0."""
 
 

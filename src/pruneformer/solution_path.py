@@ -19,18 +19,17 @@ from typing import Any, Callable, Sequence
 import torch
 from transformers import DataCollatorWithPadding, set_seed
 
-from .compress.io import save_shrunk_model
 from .compress.paired import extract as slice_units
 from .compress.paired import removed_parameters
 from .data import DataBundle, tokenize_bundle
 from .distributed import current as current_world
 from .errors import CheckpointError, PruneformerError
 from .evaluation import evaluate_splits
-from .io import load_pruned_model, save_pruned_model
+from .io import load_pruned_model, save_pruned_model, save_shrunk_model
 from .methods.spp import SPPSearch
 from .models import load_classifier
 from .path_record import PATH_FILE, PathRecord, check_ratio, model_fingerprint
-from .pipeline import _settings, _silent, data_signature, prepare_data, quiet_library_progress
+from .pipeline import data_signature, prepare_data, quiet_library_progress, silent_log, train_settings
 from .recipe import Recipe, load_recipe, recipe_to_yaml
 from .spp_plots import plot_accuracy_vs_ratio, plot_solution_path
 from .targets import resolve_targets
@@ -65,7 +64,7 @@ def search(recipe: Recipe, progress: bool = True, log: Callable[[str], None] = p
     quiet_library_progress()
     world = current_world()
     if not world.is_main:
-        log = _silent
+        log = silent_log
     out = Path(recipe.output_dir)
     if (out / "model" / PATH_FILE).is_file():
         raise PruneformerError(f"Output directory '{out}' already holds an SPP search.",
@@ -92,7 +91,7 @@ def search(recipe: Recipe, progress: bool = True, log: Callable[[str], None] = p
     wall: dict[str, float] = {}
     if recipe.dense.checkpoint is None and recipe.dense.epochs > 0:
         dense = train_phase(model, tokenized.train, collator,
-                            _settings(recipe, recipe.dense.epochs, recipe.dense.lr, progress),
+                            train_settings(recipe, recipe.dense.epochs, recipe.dense.lr, progress),
                             name="dense", dev_dataset=None, metrics=task.metrics)
         wall["dense"] = dense.wall_time_s
     dense_scores = _scores(model, tokenized, collator, recipe)
@@ -101,12 +100,12 @@ def search(recipe: Recipe, progress: bool = True, log: Callable[[str], None] = p
     method = build_search(recipe)
     method.attach(model, targets)
     phase = train_phase(model, tokenized.train, collator,
-                        _settings(recipe, recipe.spp.epochs, recipe.prune.lr, progress),
+                        train_settings(recipe, recipe.spp.epochs, recipe.prune.lr, progress),
                         name="spp-search", method=method, dev_dataset=None, metrics=task.metrics)
     method.finalize()
     wall["search"] = phase.wall_time_s
     after = dense_scores if not recipe.spp.train_weights else _scores(model, tokenized, collator, recipe)
-    record = method.path_record(model_fingerprint(model))
+    record = PathRecord.from_search(method, model_fingerprint(model))
     model_dir = out / "model"
     if world.is_main:
         save_pruned_model(model, tokenizer, model_dir, {
@@ -143,7 +142,7 @@ def cut(model, keep: dict[str, torch.Tensor], recipe: Recipe, tokenized: DataBun
     if finetune_epochs > 0:
         set_seed(recipe.seed)
         phase = train_phase(shrunk, tokenized.train, collator,
-                            _settings(recipe, finetune_epochs, recipe.prune.lr, progress), name="finetune",
+                            train_settings(recipe, finetune_epochs, recipe.prune.lr, progress), name="finetune",
                             metrics=tokenized.task.metrics)
         row["finetune_steps"] = phase.steps
     row["scores"] = _scores(shrunk, tokenized, collator, recipe)
@@ -161,7 +160,7 @@ def extract(search_dir: str | Path, ratios: Sequence[float], finetune_epochs: fl
     quiet_library_progress()
     world = current_world()
     if not world.is_main:
-        log = _silent
+        log = silent_log
     ratios = [check_ratio(r) for r in ratios]
     if not ratios:
         raise PruneformerError("No ratio given.", "pass one or more, e.g. --ratio 0.3 0.5 0.7")

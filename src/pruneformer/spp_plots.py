@@ -11,7 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from .path_record import GROUPS, PathRecord  # noqa: E402
+from .path_record import PathRecord  # noqa: E402
+from .structure import GROUPS  # noqa: E402
 
 _TITLES = {"qk": "query-key dims", "vo": "value-output dims", "ffn": "FFN units"}
 

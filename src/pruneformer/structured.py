@@ -13,7 +13,7 @@ Called by :func:`pruneformer.pipeline.run` after the dense fine-tune, for ``prun
   fewer heads than its teacher). Retraining the shrunk model is masked retraining with the mask fixed,
   only cheaper.
 
-The result is saved with :func:`compress.save_shrunk_model`; plain transformers loads it.
+The result is saved with :func:`io.save_shrunk_model`; plain transformers loads it.
 """
 
 from __future__ import annotations
@@ -26,16 +26,17 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .compress import kept_encoder_weights, load_shrunk_model, save_shrunk_model, shrink_model
-from .compress.slicing import _check_model
+from .compress import kept_encoder_weights, shrink_model
 from .distill import Distiller
 from .distributed import current as current_world
 from .errors import PatternError, PruneformerError
 from .evaluation import evaluate_splits
+from .io import load_pruned_model, save_shrunk_model
 from .methods import L1StructuredPruner, MLPruner
 from .recipe import Recipe
 from .report import write_report
 from .sparsity import layer_sparsity
+from .structure import check_compressible
 from .targets import resolve_targets
 from .training import PhaseResult, TrainSettings, train_phase
 
@@ -44,7 +45,7 @@ STRUCTURED_METHODS = ("mlpruning", "l1-structured")
 
 def check_structured(model: nn.Module, recipe: Recipe) -> None:
     """Fail before any training when the model or the block size cannot be used (one-line errors)."""
-    _check_model(model)
+    check_compressible(model)
     m = recipe.mlpruning
     if recipe.prune.method == "mlpruning" and m.block_keep < 1:
         config = model.config
@@ -111,7 +112,7 @@ def run_structured(recipe: Recipe, ctx: dict[str, Any], settings: Callable[[floa
     done = state.done(key)
     teacher = model if done else copy.deepcopy(model)  # the dense fine-tuned model
     if done:
-        shrunk = load_shrunk_model(snapshot)[0]
+        shrunk = load_pruned_model(snapshot)[0]
         result, structure = PhaseResult(**done["phase"]), done["structure"]
         warnings += done.get("warnings", [])
     else:
@@ -151,7 +152,7 @@ def run_structured(recipe: Recipe, ctx: dict[str, Any], settings: Callable[[floa
         snapshot = out / "checkpoints" / key
         done = state.done(key)
         if done:
-            shrunk = load_shrunk_model(snapshot)[0]
+            shrunk = load_pruned_model(snapshot)[0]
             result = PhaseResult(**done["phase"])
         else:
             if block_stage:

@@ -21,9 +21,9 @@ import copy
 import torch
 from torch import nn
 
-from ..methods.spp import GROUPS, PairedLayer, paired_layers
+from ..structure import GROUPS, LayerPlan, PairedLayer, paired_layers
 from ..targets import all_targets
-from .slicing import LayerPlan, shrink_model
+from .slicing import shrink_model
 
 
 def layers_of(model: nn.Module) -> list[PairedLayer]:

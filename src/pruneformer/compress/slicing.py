@@ -25,36 +25,15 @@ dimensions are masked to zero, and costs only the padding.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 from transformers.activations import ACT2FN
 
-from ..errors import ModelError
+from ..structure import LayerPlan, check_compressible
 from .modeling_shrunk_bert import ShrunkBertConfig, ShrunkBertForSequenceClassification
 
-#: model types whose layers, embeddings and classifier have BERT's exact layout.
-SUPPORTED_MODEL_TYPES = ("bert",)
 #: config.json keys that belong to the dense model's class, not to its shape.
 _DROPPED_CONFIG_KEYS = ("model_type", "architectures", "auto_map", "transformers_version", "pruneformer")
-
-
-@dataclass(frozen=True)
-class LayerPlan:
-    """What one layer keeps; None keeps everything of that kind.
-
-    ``heads``: kept head indices. ``qk_dims`` / ``v_dims``: kept indices inside a head's dimension, the
-    same for every kept head. ``ffn_units``: kept intermediate units. ``attn_out_rows`` / ``ffn_out_rows``:
-    kept output rows (hidden dimensions) of the attention-output and FFN-out Linear.
-    """
-
-    heads: list[int] | None = None
-    qk_dims: list[int] | None = None
-    v_dims: list[int] | None = None
-    ffn_units: list[int] | None = None
-    attn_out_rows: list[int] | None = None
-    ffn_out_rows: list[int] | None = None
 
 
 def _indices(kept: list[int] | None, size: int, what: str) -> list[int]:
@@ -70,19 +49,10 @@ def _head_rows(heads: list[int], dims: list[int], head_dim: int) -> torch.Tensor
     return torch.tensor([h * head_dim + d for h in heads for d in dims], dtype=torch.long)
 
 
-def _check_model(model: nn.Module) -> None:
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type not in SUPPORTED_MODEL_TYPES or not hasattr(model, "bert"):
-        raise ModelError(
-            f"Physical compression supports BERT classifiers only, not model type '{model_type}'.",
-            "use a BERT-architecture model (e.g. the embedded MiniLM) or prune with masks only",
-        )
-
-
 @torch.no_grad()
 def shrink_model(model: nn.Module, plans: list[LayerPlan]) -> ShrunkBertForSequenceClassification:
     """A new, smaller model holding the kept slices of ``model`` (which is left unchanged)."""
-    _check_model(model)
+    check_compressible(model)
     config = model.config
     layers = model.bert.encoder.layer
     if len(plans) != len(layers):

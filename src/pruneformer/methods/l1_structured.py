@@ -17,7 +17,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..compress.slicing import LayerPlan
+from ..structure import LayerPlan
 from ..targets import Target
 from .base import PruningMethod
 from .mlpruning import aligned_count, kept_indices

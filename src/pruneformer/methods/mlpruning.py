@@ -36,8 +36,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..compress.slicing import LayerPlan
 from ..errors import PatternError
+from ..structure import LayerPlan
 from ..targets import Target
 from .base import PruningMethod
 

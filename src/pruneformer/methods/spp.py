@@ -16,81 +16,22 @@ The masks follow :class:`LinearizedBregman`; its coupling term enters through :m
 adds it before ``backward()``). Weights are frozen during the search by default (the SPP code's setting);
 ``train_weights=True`` trains both. The masks step either by the plain DessiLBI update (``"sgd"``, the
 method steps them itself after backward) or by AdamW in the loop's optimizer (``"adamw"``, through
-:meth:`param_groups`; the SPP code's choice, lr 1e-3). :meth:`path_record` returns what extraction needs.
+:meth:`param_groups`; the SPP code's choice, lr 1e-3). The path (entry steps, z, gamma snapshots) stays the
+method's state; :meth:`pruneformer.path_record.PathRecord.from_search` turns it into the saved record.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Mapping
 
 import torch
 from torch import nn
 
 from ..errors import RecipeError
+from ..structure import GROUPS, Granularity, PairedLayer, paired_layers
 from ..targets import Target
 from .base import PruningMethod
 from .lbi import LinearizedBregman
-
-GROUPS = ("qk", "vo", "ffn")
-Granularity = Literal["head", "shared"]
-
-
-@dataclass(frozen=True)
-class PairedLayer:
-    """The six Linears of one transformer layer and its head layout."""
-
-    index: int
-    query: nn.Linear
-    key: nn.Linear
-    value: nn.Linear
-    attn_out: nn.Linear
-    ffn_in: nn.Linear
-    ffn_out: nn.Linear
-    num_heads: int
-
-    @property
-    def head_dim(self) -> int:
-        return self.query.out_features // self.num_heads
-
-    @property
-    def v_head_dim(self) -> int:
-        return self.value.out_features // self.num_heads
-
-    @property
-    def intermediate_size(self) -> int:
-        return self.ffn_in.out_features
-
-    def mask_shape(self, group: str, granularity: Granularity) -> tuple[int, ...]:
-        if group == "ffn":
-            return (self.intermediate_size,)
-        dim = self.head_dim if group == "qk" else self.v_head_dim
-        return (self.num_heads, dim) if granularity == "head" else (dim,)
-
-
-def num_heads_of(model: nn.Module) -> int:
-    config = model.config
-    heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_heads", None)
-    if not heads:
-        raise RecipeError(f"{type(model).__name__} has no head count in its config.", "use a BERT-family model")
-    return int(heads)
-
-
-def paired_layers(model: nn.Module, targets: list[Target]) -> list[PairedLayer]:
-    """Group targets by layer; every layer needs all six roles, since the pairs span them."""
-    heads = num_heads_of(model)
-    by_layer: dict[int, dict[str, nn.Linear]] = {}
-    for t in targets:
-        by_layer.setdefault(t.layer, {})[t.role] = t.module
-    layers = []
-    for index in sorted(by_layer):
-        roles = by_layer[index]
-        missing = [r for r in ("query", "key", "value", "attn_out", "ffn_in", "ffn_out") if r not in roles]
-        if missing:
-            raise RecipeError(f"SPP masks paired dimensions, but layer {index} has no {missing[0]} target.",
-                              "do not --include/--exclude single roles with SPP")
-        layers.append(PairedLayer(index, num_heads=heads, **roles))
-    return layers
 
 
 class UnitMasks:
@@ -216,21 +157,12 @@ class SPPSearch(PruningMethod):
     def _gamma_snapshot(self) -> dict[str, torch.Tensor]:
         return {k: g.detach().to("cpu", torch.float16) for k, g in self.lbi.gamma.items()}
 
-    def path_record(self, fingerprint: str) -> "PathRecord":
-        """Entry times (and z as the tie-break of units that did not enter) for every unit, by group."""
-        from ..path_record import PathRecord
+    def by_group(self, values: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-layer tensors keyed ``"<group>.<layer index>"`` (gamma, z, entry steps), stacked over the layers
+        into one CPU tensor per group."""
+        return {g: torch.stack([values[f"{g}.{layer.index}"].detach().cpu() for layer in self.layers]) for g in GROUPS}
 
-        def stack(source: Mapping[str, torch.Tensor], group: str) -> torch.Tensor:
-            return torch.stack([source[f"{group}.{layer.index}"].detach().cpu() for layer in self.layers])
-
-        return PathRecord(
-            granularity=self.granularity, layers=[layer.index for layer in self.layers],
-            num_heads=self.layers[0].num_heads,
-            entry={g: stack(self.lbi.entry, g) for g in GROUPS},
-            score={g: stack(self.lbi.z, g).float() for g in GROUPS},
-            path_steps=[s for s, _ in self.snapshots],
-            gamma_path={g: torch.stack([stack(snap, g) for _, snap in self.snapshots]) for g in GROUPS},
-            fingerprint=fingerprint, steps=self.lbi.steps,
-            settings={**self.settings, "granularity": self.granularity, "train_weights": self.train_weights,
-                      "mask_optimizer": self.mask_optimizer, "mask_lr": self.mask_lr},
-        )
+    def search_settings(self) -> dict[str, Any]:
+        """Every setting the path depends on."""
+        return {**self.settings, "granularity": self.granularity, "train_weights": self.train_weights,
+                "mask_optimizer": self.mask_optimizer, "mask_lr": self.mask_lr}
