@@ -120,7 +120,7 @@ def prune(
     max_length: Optional[int] = MAX_LENGTH,
     max_train: Optional[int] = MAX_TRAIN,
     max_eval: Optional[int] = MAX_EVAL,
-    method: Optional[str] = typer.Option(None, help="dense | magnitude | magnitude-retrain | srste | admm | admm-srste | mlpruning | l1-structured (default admm)."),
+    method: Optional[str] = typer.Option(None, help="dense | magnitude | magnitude-retrain | srste | admm | admm-srste | mlpruning | l1-structured (default srste)."),
     pattern: Optional[str] = typer.Option(None, help="2:4, 1:4, 4:8 (N:M along inputs), 4x4:8 (blocks), 50% or 50%:global."),
     epochs: Optional[float] = typer.Option(None, help="Total epochs of the pruning phases (default 2)."),
     lr: Optional[float] = typer.Option(None, help="Learning rate of the pruning phases (default 5e-5)."),

@@ -80,7 +80,7 @@ class PruneConfig(_Strict):
     """The pruning schedule after the dense fine-tune."""
 
     method: Literal["dense", "magnitude", "magnitude-retrain", "srste", "admm", "admm-srste",
-                    "mlpruning", "l1-structured"] = "admm"
+                    "mlpruning", "l1-structured"] = "srste"
     pattern: str = "2:4"
     epochs: float = Field(2.0, ge=0, description="total epochs of the retraining phases")
     lr: float = Field(5e-5, gt=0, lt=1)

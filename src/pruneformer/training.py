@@ -192,6 +192,11 @@ def train_step(ctx: StepContext, batch: dict[str, torch.Tensor], step: int, shar
         raise StepDiverged(f"the gradient norm became {norm}")
     if method is not None:
         method.before_optimizer_step(step)
+        if method.adds_gradient_after_clipping():
+            grads = [g for g in method.grads if g is not None]
+            norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))) if grads else 0.0
+            if not math.isfinite(norm):
+                raise StepDiverged(f"the gradient norm became {norm}")
     ctx.optimizer.step()
     ctx.scheduler.step()
     ctx.optimizer.zero_grad(set_to_none=True)

@@ -105,6 +105,9 @@ class ADMMPruner(PruningMethod):
         torch._foreach_add_(direction, self.U)
         torch._foreach_add_(grads, direction, alpha=self.rho)
 
+    def adds_gradient_after_clipping(self) -> bool:
+        return self.penalty == "gradient"
+
     def after_optimizer_step(self, step: int) -> None:
         if self.penalty == "decoupled":
             with torch.no_grad():

@@ -88,6 +88,11 @@ class PruningMethod:
     def after_optimizer_step(self, step: int) -> None:
         """Called after ``optimizer.step()``."""
 
+    def adds_gradient_after_clipping(self) -> bool:
+        """True when :meth:`before_optimizer_step` adds to the gradients: the loop then checks the targets'
+        gradients are still finite before the optimizer step (clipping's norm no longer covers them)."""
+        return False
+
     def eval_requested(self) -> bool:
         """True right after a step at which the method wants the dev score of :meth:`eval_weights` (e.g. ADMM
         after a Z/U update); the loop then evaluates and hands the scores to :meth:`record_eval`."""
