@@ -90,7 +90,7 @@ def plot_curves(report: dict[str, Any], path: Path) -> None:
     for phase in report["phases"]:
         curve = phase["loss_curve"]
         if curve:
-            ax.plot([offset + s for s, _ in curve], [v for _, v in curve], label=phase["name"])
+            ax.plot([offset + s for s, _ in curve], [v for _, v in curve], marker="." if len(curve) < 30 else None, label=phase["name"])
         offset += phase["steps"]
     ax.set(xlabel="optimizer step", ylabel="training loss", title="Training loss by phase")
     if ax.get_legend_handles_labels()[0]:

@@ -86,6 +86,7 @@ class ADMMPruner(PruningMethod):
         self.z_masks: list[torch.Tensor] = []  # Z's kept set, for the mask-change diagnostic
         self.start_masks: list[torch.Tensor] = []  # one-shot magnitude masks of the starting weights
         self.eval_pending = False
+        self.pull_target: list[torch.Tensor] = []  # Z - U, cached between updates (the decoupled W-step's target)
 
     def attach(self, model, targets) -> None:  # type: ignore[override]
         super().attach(model, targets)
@@ -94,6 +95,7 @@ class ADMMPruner(PruningMethod):
             self.z_masks = [m.clone() for m in self.start_masks]
             self.Z = [w.detach().masked_fill(~m, 0) for w, m in zip(self.weights, self.start_masks)]
             self.U = [torch.zeros_like(w) for w in self.weights]
+        self.pull_target = []
         self.history = [self.diagnostics(update=0, previous_z=None, previous_masks=None)]
 
     @torch.no_grad()
@@ -110,11 +112,10 @@ class ADMMPruner(PruningMethod):
 
     def after_optimizer_step(self, step: int) -> None:
         if self.penalty == "decoupled":
-            with torch.no_grad():
-                weights = self.weights
-                target = torch._foreach_sub(self.Z, self.U)
-                torch._foreach_add_(weights, target, alpha=self.rho)
-                torch._foreach_div_(weights, 1.0 + self.rho)
+            with torch.no_grad():  # (W + rho (Z - U)) / (1 + rho), one fused pass; Z - U only moves at updates
+                if len(self.pull_target) != len(self.Z):
+                    self.pull_target = torch._foreach_sub(self.Z, self.U)
+                torch._foreach_lerp_(self.weights, self.pull_target, self.rho / (1.0 + self.rho))
         self.steps += 1
         if self.steps % self.interval == 0:
             self.update_auxiliaries()
@@ -131,6 +132,7 @@ class ADMMPruner(PruningMethod):
         self.history.append(record)
         self._check_divergence(record)
         self._schedule_rho(record)
+        self.pull_target = []
         self.eval_pending = bool(self.eval_every) and record["update"] % self.eval_every == 0
         return record
 
@@ -254,4 +256,5 @@ class ADMMPruner(PruningMethod):
             self.start_masks = [start_masks[n].to(w.device, torch.bool) for n, w in zip(self.names, self.weights)]
         self.rho = float(state["rho"])
         self.steps = int(state["steps"])
+        self.pull_target = []
         self.eval_pending = bool(state.get("eval_pending", False))
