@@ -26,11 +26,12 @@ from pruneformer.report import hardware_summary
 from pruneformer.llm import load_causal_lm, load_texts, perplexity, token_blocks
 from pruneformer.oneshot import build_oneshot_method, oneshot
 from pruneformer.patterns import parse_pattern
+from pruneformer.runs import oneshot_names
 from pruneformer.sparsity import layer_sparsity, overall_sparsity
 from pruneformer.targets import resolve_targets
 
 HERE = Path(__file__).resolve().parent
-METHODS = ["magnitude", "wanda", "sparsegpt"]
+METHODS = list(oneshot_names())  # the registry's one-shot methods
 PATTERNS = ["2:4", "50%"]
 #: preset -> calibration blocks, held-out blocks (None: the whole test split), tokens per block.
 PRESETS = {

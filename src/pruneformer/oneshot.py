@@ -13,29 +13,26 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from safetensors.torch import load_model, save_model
 from torch import nn
 
 from .calibration import prune_layerwise
 from .errors import PruneformerError, RecipeError
 from .io import save_pruned_model
 from .llm import batches_of, load_causal_lm, load_texts, perplexity, token_blocks
-from .methods import MagnitudePruner, PruningMethod, SparseGPTPruner, WandaPruner
+from .methods import PruningMethod
 from .patterns import Pattern, parse_pattern
-from .recipe import ONESHOT_METHODS, OneShotRecipe, recipe_to_yaml
+from .recipe import OneShotRecipe, recipe_to_yaml
+from .runs.engine import STATE_FILE, RunState
+from .runs.registry import oneshot_method
 from .report import markdown_table
 from .sparsity import layer_sparsity, overall_sparsity
 from .targets import Target, resolve_targets
 
 
 def build_oneshot_method(name: str, pattern: Pattern | str, dampening: float = 0.01) -> PruningMethod:
-    """A one-shot method by name: ``magnitude``, ``wanda`` or ``sparsegpt``."""
-    if name == "magnitude":
-        return MagnitudePruner(pattern)
-    if name == "wanda":
-        return WandaPruner(pattern)
-    if name == "sparsegpt":
-        return SparseGPTPruner(pattern, dampening=dampening)
-    raise RecipeError(f"Unknown one-shot method '{name}'.", f"use one of: {', '.join(ONESHOT_METHODS)}")
+    """A one-shot method by its registered name (``magnitude``, ``wanda``, ``sparsegpt``)."""
+    return oneshot_method(name, pattern, dampening)
 
 
 def oneshot(model: nn.Module, method: PruningMethod, calibration: torch.Tensor | None = None,
@@ -53,12 +50,21 @@ def oneshot(model: nn.Module, method: PruningMethod, calibration: torch.Tensor |
     return prune_layerwise(model, method, batches_of(calibration, batch_size), progress=progress)
 
 
-def run_oneshot(recipe: OneShotRecipe, log: Callable[[str], None] = print, progress: bool = True) -> dict[str, Any]:
-    """Execute a one-shot recipe; returns the report (also written as report.json / report.md)."""
+def run_oneshot(recipe: OneShotRecipe, log: Callable[[str], None] = print, progress: bool = True,
+                resume: bool = False) -> dict[str, Any]:
+    """Execute a one-shot recipe; returns the report (also written as report.json / report.md).
+
+    The dense perplexity and the pruned model are stages of ``run_state.json``: with ``resume=True`` an
+    interrupted run keeps what finished and redoes the interrupted stage (pruning is deterministic, so the
+    result equals an uninterrupted run's).
+    """
     out = Path(recipe.output_dir)
     if (out / "report.json").is_file():
         raise PruneformerError(f"Output directory '{out}' already holds a one-shot run.",
                                "choose another --output-dir or delete that one")
+    if (out / STATE_FILE).is_file() and not resume:
+        raise PruneformerError(f"Output directory '{out}' already holds a run.",
+                               "pass --resume to continue it, or choose another --output-dir")
     torch.manual_seed(recipe.seed)
     pattern = parse_pattern(recipe.pattern)
     method = build_oneshot_method(recipe.method, pattern, recipe.dampening)
@@ -74,12 +80,22 @@ def run_oneshot(recipe: OneShotRecipe, log: Callable[[str], None] = print, progr
     log(f"{model.config.model_type} model, {len(targets)} target layers, {method.name} {pattern.spec}; "
         f"calibration {len(calibration)} x {recipe.seq_len} tokens, held-out {len(heldout)} x {recipe.seq_len}")
 
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (out / "recipe.yaml").write_text(recipe_to_yaml(recipe))
+    state = RunState(out)
     t1 = time.perf_counter()
-    dense = perplexity(model, heldout, recipe.batch_size)
+    dense = (state.done("dense") or {}).get("perplexity") or perplexity(model, heldout, recipe.batch_size)
+    state.mark("dense", {"perplexity": dense})
     wall["eval_dense"] = time.perf_counter() - t1
     log(f"dense perplexity {dense['perplexity']:.3f}")
     t1 = time.perf_counter()
-    oneshot(model, method, calibration, targets, recipe.batch_size, progress)
+    snapshot = out / "checkpoints" / "pruned.safetensors"
+    if state.done("prune"):
+        load_model(model, str(snapshot))
+    else:
+        oneshot(model, method, calibration, targets, recipe.batch_size, progress)
+        save_model(model, str(snapshot))
+        state.mark("prune", {})
     wall["prune"] = time.perf_counter() - t1
     layers = layer_sparsity(targets, pattern)
     if not all(r["satisfies_pattern"] for r in layers):
@@ -91,7 +107,6 @@ def run_oneshot(recipe: OneShotRecipe, log: Callable[[str], None] = print, progr
     wall["eval_pruned"] = time.perf_counter() - t1
     log(f"{method.name} {pattern.spec} perplexity {pruned['perplexity']:.3f} (dense {dense['perplexity']:.3f})")
 
-    out.mkdir(parents=True, exist_ok=True)
     info = {"method": method.name, "pattern": pattern.spec, "targets": [t.name for t in targets],
             "calibration": {"data": recipe.data, "blocks": len(calibration), "seq_len": recipe.seq_len}}
     model_dir = save_pruned_model(model, tokenizer, out / "model", info) if recipe.save else None
@@ -103,7 +118,6 @@ def run_oneshot(recipe: OneShotRecipe, log: Callable[[str], None] = print, progr
         "seq_len": recipe.seq_len, "layers": layers, "wall_time_s": wall,
         "model_dir": str(model_dir) if model_dir else None, "recipe": recipe.model_dump(mode="json"),
     }
-    (out / "recipe.yaml").write_text(recipe_to_yaml(recipe))
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.md").write_text(render_oneshot_markdown(report))
     return report

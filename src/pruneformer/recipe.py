@@ -16,10 +16,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import PatternError, RecipeError
 from .patterns import parse_pattern
+from .runs.registry import method_names, oneshot_names
 
-#: The pruning schedules a recipe can name. Each retraining schedule spends ``prune.epochs`` in total.
-METHOD_SCHEDULES = ("dense", "magnitude", "magnitude-retrain", "srste", "admm", "admm-srste",
-                    "mlpruning", "l1-structured")
+
+def _registered(value: str, names: tuple[str, ...]) -> str:
+    """The method names come from the registry (``runs/registry.py``), so a registered method is accepted
+    here without editing this module; the message reads like pydantic's own for a fixed choice."""
+    if value not in names:
+        choices = ", ".join(f"'{n}'" for n in names[:-1]) + f" or '{names[-1]}'"
+        raise ValueError(f"Input should be {choices}")
+    return value
 
 
 class _Strict(BaseModel):
@@ -79,13 +85,17 @@ class DenseConfig(_Strict):
 class PruneConfig(_Strict):
     """The pruning schedule after the dense fine-tune."""
 
-    method: Literal["dense", "magnitude", "magnitude-retrain", "srste", "admm", "admm-srste",
-                    "mlpruning", "l1-structured"] = "srste"
+    method: str = Field("srste", description="a registered method name (pruneformer.runs.method_names())")
     pattern: str = "2:4"
     epochs: float = Field(2.0, ge=0, description="total epochs of the retraining phases")
     lr: float = Field(5e-5, gt=0, lt=1)
     include: list[str] = Field(default_factory=list)
     exclude: list[str] = Field(default_factory=list)
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        return _registered(value, method_names())
 
     @field_validator("pattern")
     @classmethod
@@ -302,17 +312,13 @@ def recipe_to_yaml(recipe: Recipe) -> str:
     return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
 
 
-#: One-shot methods for decoder LMs (``pruneformer oneshot``): no training, at most a calibration pass.
-ONESHOT_METHODS = ("magnitude", "wanda", "sparsegpt")
-
-
 class OneShotRecipe(_Strict):
     """Everything a ``pruneformer oneshot`` run needs: prune a decoder LM once, score its perplexity."""
 
     model: str = Field("smollm2", description="'smollm2' (SmolLM2-135M GGUF package), a local directory or .gguf")
     output_dir: str = "runs/smollm2-oneshot"
     seed: int = Field(0, ge=0, description="seed of the embedded sentences' split")
-    method: Literal["magnitude", "wanda", "sparsegpt"] = "sparsegpt"
+    method: str = Field("sparsegpt", description="a registered one-shot method (pruneformer.runs.oneshot_names())")
     pattern: str = "2:4"
     data: str = Field("embedded", description="'embedded' (movie-review sentences) or a local text file")
     eval_data: str | None = Field(None, description="held-out text file (default: the data's held-out part)")
@@ -324,6 +330,11 @@ class OneShotRecipe(_Strict):
     include: list[str] = Field(default_factory=list)
     exclude: list[str] = Field(default_factory=list)
     save: bool = Field(True, description="save the pruned model (safetensors) under output_dir/model")
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        return _registered(value, oneshot_names())
 
     @field_validator("pattern")
     @classmethod

@@ -1,7 +1,7 @@
 """Structured pruning runs that end in a physically smaller model: MLPruning and the L1 baseline.
 
-Called by :func:`pruneformer.pipeline.run` after the dense fine-tune, for ``prune.method`` in
-:data:`STRUCTURED_METHODS`:
+Called by :func:`pruneformer.pipeline.run` after the dense fine-tune, for the methods whose registry entry
+``shrinks`` (``runs/registry.py``):
 
 * ``mlpruning`` (arXiv 2105.14636, two steps): head + row pruning with learnable Top-k thresholds and
   distillation from the dense model (logits, hidden states, attention probabilities) -> physical shrink
@@ -21,41 +21,22 @@ from __future__ import annotations
 import copy
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from .compress import kept_encoder_weights, shrink_model
 from .distill import Distiller
-from .distributed import current as current_world
-from .errors import PatternError, PruneformerError
+from .errors import PruneformerError
 from .evaluation import evaluate_splits
 from .io import load_pruned_model, save_shrunk_model
 from .methods import L1StructuredPruner, MLPruner
 from .recipe import Recipe
-from .report import write_report
+from .runs.engine import Run, finish_report
 from .sparsity import layer_sparsity
-from .structure import check_compressible
 from .targets import resolve_targets
-from .training import PhaseResult, TrainSettings, train_phase
-
-STRUCTURED_METHODS = ("mlpruning", "l1-structured")
-
-
-def check_structured(model: nn.Module, recipe: Recipe) -> None:
-    """Fail before any training when the model or the block size cannot be used (one-line errors)."""
-    check_compressible(model)
-    m = recipe.mlpruning
-    if recipe.prune.method == "mlpruning" and m.block_keep < 1:
-        config = model.config
-        head_dim = config.hidden_size // config.num_attention_heads
-        for size, what in ((config.hidden_size, "the hidden size"), (head_dim, "the head width"),
-                           (config.intermediate_size, "the FFN width")):
-            if size % m.block_size:
-                raise PatternError(f"Block size {m.block_size} does not divide {what} ({size}) of this model's layers.",
-                                   "choose a block size that divides it, e.g. 16 or 32 (mlpruning.block_size)")
-
+from .training import PhaseResult
 
 def mlpruning_distiller(teacher: nn.Module, layers: int, recipe: Recipe, attention: bool) -> Distiller:
     """MLPruning's loss, 0.9 * [KL(T=2) * 4 + sum MSE(hidden) + sum MSE(attention)] + 0.1 * CE, by default."""
@@ -72,25 +53,24 @@ def _eager(model: nn.Module) -> nn.Module:
     return model
 
 
-def run_structured(recipe: Recipe, ctx: dict[str, Any], settings: Callable[[float, float], TrainSettings],
-                   resume: bool, log: Callable[[str], None], callbacks=()) -> dict[str, Any]:
-    """The pruning phases, shrink, evaluation, save and report of a structured run.
+def run_structured(run: Run, dense_scores: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """The pruning phases, shrink, evaluation, save and report of a structured run, on an open :class:`Run`
+    whose dense reference is done.
 
-    ``ctx`` holds what the dense part of the pipeline built: model, tokenizer, tokenized, collator, task,
-    bundle, state, phases, dense_scores, wall, t0 and out. Under ``torchrun`` every rank trains (the method's
-    scores and thresholds are all-reduced with the weights, so every rank finalizes the same masks and
-    shrinks to the same shapes); only rank 0 writes, and the others wait for its files.
+    Under ``torchrun`` every rank trains (the method's scores and thresholds are all-reduced with the
+    weights, so every rank finalizes the same masks and shrinks to the same shapes); only rank 0 writes, and
+    the others wait for its files.
     """
-    world = current_world()
+    world, recipe, log = run.world, run.recipe, run.log
 
     def save(shrunk_model: nn.Module, directory: Path, info: dict[str, Any]) -> Path:
         if world.is_main:
-            save_shrunk_model(shrunk_model, ctx["tokenizer"], directory, info)
+            save_shrunk_model(shrunk_model, run.tokenizer, directory, info)
         world.barrier()
         return directory
 
-    model, tokenized, collator, task = ctx["model"], ctx["tokenized"], ctx["collator"], ctx["task"]
-    out, state, phases, wall = Path(ctx["out"]), ctx["state"], ctx["phases"], ctx["wall"]
+    model, tokenized, collator, task = run.model, run.tokenized, run.collator, run.task
+    out, state, phases, wall = run.out, run.state, run.phases, run.wall
     m, method_name = recipe.mlpruning, recipe.prune.method
     layers = model.config.num_hidden_layers
     dense_weights = kept_encoder_weights(model)
@@ -102,9 +82,7 @@ def run_structured(recipe: Recipe, ctx: dict[str, Any], settings: Callable[[floa
     structure: list[dict[str, int]] = []
 
     def train(student, key, method, distiller, epochs):
-        return train_phase(student, tokenized.train, collator, settings(epochs, recipe.prune.lr), name=key,
-                           method=method, distiller=distiller, dev_dataset=tokenized.dev, metrics=task.metrics,
-                           checkpoint_dir=out / "checkpoints" / key, resume=resume, callbacks=callbacks)
+        return run.train(student, key, run.settings(epochs, recipe.prune.lr), method, distiller)
 
     # -- step 1: choose heads/units (and rows), then shrink -----------------------------------------------
     key = f"phase0-{method_name}-{'head-row' if method_name == 'mlpruning' else 'one-shot'}"
@@ -112,7 +90,7 @@ def run_structured(recipe: Recipe, ctx: dict[str, Any], settings: Callable[[floa
     done = state.done(key)
     teacher = model if done else copy.deepcopy(model)  # the dense fine-tuned model
     if done:
-        shrunk = load_pruned_model(snapshot)[0]
+        shrunk = load_pruned_model(snapshot, trust_pickle=run.trust_pickle)[0]
         result, structure = PhaseResult(**done["phase"]), done["structure"]
         warnings += done.get("warnings", [])
     else:
@@ -152,7 +130,7 @@ def run_structured(recipe: Recipe, ctx: dict[str, Any], settings: Callable[[floa
         snapshot = out / "checkpoints" / key
         done = state.done(key)
         if done:
-            shrunk = load_pruned_model(snapshot)[0]
+            shrunk = load_pruned_model(snapshot, trust_pickle=run.trust_pickle)[0]
             result = PhaseResult(**done["phase"])
         else:
             if block_stage:
@@ -186,35 +164,23 @@ def run_structured(recipe: Recipe, ctx: dict[str, Any], settings: Callable[[floa
     model_dir = save(shrunk, out / "model", {
         "method": method_name, "pattern": None, "target": m.target, "remaining_fraction": remaining,
         "task": task.to_dict(), "seed": recipe.seed, "structure": structure})
-    wall["total"] = time.perf_counter() - ctx["t0"]
     config = shrunk.config
     per_layer = [{"layer": i, "heads": config.layer_num_heads[i], "ffn_units": config.layer_intermediate_size[i],
                   "attn_out_rows": len(config.layer_attn_out_rows[i] or range(config.hidden_size)),
                   "ffn_out_rows": len(config.layer_ffn_out_rows[i] or range(config.hidden_size))}
                  for i in range(config.num_hidden_layers)]
     rows = layer_sparsity([t for t in shrunk_targets if t.module.weight.numel()], None)  # removed blocks: no row
-    bundle = ctx["bundle"]
-    report = {
-        "model": str(recipe.model), "method": method_name, "pattern": f"{m.target:g} of encoder weights",
-        "seed": recipe.seed, "task": task.to_dict(),
-        "data_sizes": {"train": len(bundle.train), "dev": len(bundle.dev),
-                       "test": len(bundle.test) if bundle.test is not None else 0},
-        "dense": ctx["dense_scores"], "pruned": pruned_scores, "primary_metric": task.metrics[0],
-        "overall_sparsity": 1 - remaining, "all_layers_satisfy_pattern": None, "layers": rows,
-        "structured": {"target": m.target, "remaining_fraction": remaining, "dense_encoder_weights": dense_weights,
-                       "shrunk_encoder_weights": kept_encoder_weights(shrunk), "nonzero_encoder_weights": nonzero,
-                       "kept_per_layer": per_layer, "block_size": m.block_size if block_stage else None,
-                       "block_keep": m.block_keep if block_stage else None,
-                       "model_file_bytes": (model_dir / "model.safetensors").stat().st_size},
-        "phases": [p.to_dict() for p in phases], "wall_time_s": wall, "admm_step_time_ratio": None,
-        "model_dir": str(model_dir), "recipe": recipe.model_dump(mode="json"), "warnings": warnings,
-    }
-    if world.is_main:
-        write_report(report, out)
-    world.barrier()
+    summary = {"target": m.target, "remaining_fraction": remaining, "dense_encoder_weights": dense_weights,
+               "shrunk_encoder_weights": kept_encoder_weights(shrunk), "nonzero_encoder_weights": nonzero,
+               "kept_per_layer": per_layer, "block_size": m.block_size if block_stage else None,
+               "block_keep": m.block_keep if block_stage else None,
+               "model_file_bytes": (model_dir / "model.safetensors").stat().st_size}
+    report = finish_report(run, dense_scores, pruned_scores, model_dir, rows, warnings,
+                           pattern=f"{m.target:g} of encoder weights", overall_sparsity=1 - remaining,
+                           all_layers_satisfy_pattern=None, structured=summary)
     primary = task.metrics[0]
     log(f"{method_name} (encoder weights kept {remaining:.4f}, target {m.target:g}): "
-        f"dev {primary} {ctx['dense_scores']['dev'][primary]:.4f} -> {pruned_scores['dev'][primary]:.4f}"
+        f"dev {primary} {dense_scores['dev'][primary]:.4f} -> {pruned_scores['dev'][primary]:.4f}"
         f"  (report: {out / 'report.md'})")
     return report
 

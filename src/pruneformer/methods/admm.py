@@ -46,10 +46,26 @@ RHO_FAR_TOO_LARGE = 10.0
 BALANCE_MU = 10.0
 
 
+def continuation_factor(rho: float, rho_max: float, steps: int, interval: int, reach: float = 0.6) -> float:
+    """The geometric rho factor that takes rho to rho_max after ``reach`` of the phase's Z/U updates, so the
+    last updates run at full pull and the primal residual is near zero at the hard prune."""
+    updates = max(1, round(reach * (steps // interval)))
+    return max(1.0, (rho_max / rho) ** (1.0 / updates))
+
+
 class ADMMPruner(PruningMethod):
     """ADMM W/Z/U splitting towards ``pattern``; ``finalize`` hard-prunes W to Proj(W)."""
 
     name: ClassVar[str] = "admm"
+
+    @classmethod
+    def from_config(cls, recipe: Any, masks: Mapping[str, torch.Tensor] | None = None, steps: int = 0) -> "ADMMPruner":
+        """From ``recipe.admm``; without a ``rho_factor`` the continuation fits the phase's ``steps``."""
+        a = recipe.admm
+        factor = a.rho_factor or continuation_factor(a.rho, a.rho_max, steps, a.interval)
+        return cls(recipe.prune.pattern, rho=a.rho, rho_schedule=a.rho_schedule, rho_factor=factor,
+                   rho_max=a.rho_max, interval=a.interval, penalty=a.penalty,
+                   target_residual=a.target_residual, eval_every=a.eval_every)
 
     def __init__(
         self,

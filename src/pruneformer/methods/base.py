@@ -55,6 +55,16 @@ class PruningMethod:
         self.targets: list[Target] = []
         self.history: list[dict[str, Any]] = []
 
+    @classmethod
+    def from_config(cls, recipe: Any, masks: Mapping[str, torch.Tensor] | None = None, steps: int = 0) -> "PruningMethod":
+        """Build the method from a validated recipe: its pattern (``prune.pattern``) and its own section.
+
+        ``masks`` are the previous phase's (for methods that continue from them), ``steps`` the phase's
+        length in optimizer steps. The run engine calls only this, so a method that needs more settings
+        overrides it and reads its own recipe section; the engine never copies fields by hand.
+        """
+        return cls(recipe.prune.pattern)
+
     # -- lifecycle -------------------------------------------------------------------------------
     def attach(self, model: nn.Module, targets: list[Target]) -> None:
         """Bind to the model's target Linears; checks the pattern fits every one of them."""

@@ -17,7 +17,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..structure import LayerPlan
+from ..structure import LayerPlan, check_compressible
 from ..targets import Target
 from .base import PruningMethod
 from .mlpruning import aligned_count, kept_indices
@@ -27,6 +27,11 @@ class L1StructuredPruner(PruningMethod):
     """Keep the largest-L1 heads and FFN units, the same share of each, over all layers."""
 
     name: ClassVar[str] = "l1-structured"
+
+    @staticmethod
+    def check_model(model: nn.Module, recipe: object) -> None:
+        """Fail before any training when the model cannot be physically shrunk."""
+        check_compressible(model)
     trains: ClassVar[bool] = False
 
     def __init__(self, target: float, align: int = 16) -> None:

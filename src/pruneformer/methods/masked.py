@@ -19,6 +19,12 @@ class MaskedFineTuner(PruningMethod):
 
     name: ClassVar[str] = "masked"
 
+    @classmethod
+    def from_config(cls, recipe: Any, masks: Mapping[str, torch.Tensor] | None = None,
+                    steps: int = 0) -> "MaskedFineTuner":
+        """Continue from the previous phase's masks (none: magnitude masks at attach time)."""
+        return cls(recipe.prune.pattern, masks=masks)
+
     def __init__(self, pattern, masks: Mapping[str, torch.Tensor] | None = None) -> None:
         super().__init__(pattern)
         self.masks: dict[str, torch.Tensor] = dict(masks or {})

@@ -37,7 +37,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..errors import PatternError
-from ..structure import LayerPlan
+from ..structure import LayerPlan, check_compressible
 from ..targets import Target
 from .base import PruningMethod
 
@@ -120,6 +120,21 @@ class MLPruner(PruningMethod):
     """Learnable Top-k thresholds at head + row level, or block level, towards a remaining fraction."""
 
     name: ClassVar[str] = "mlpruning"
+
+    @staticmethod
+    def check_model(model: nn.Module, recipe: Any) -> None:
+        """Fail before any training when the model cannot be shrunk or ``mlpruning.block_size`` does not
+        divide its widths (block step only); one-line errors."""
+        check_compressible(model)
+        m = recipe.mlpruning
+        if m.block_keep < 1:
+            config = model.config
+            head_dim = config.hidden_size // config.num_attention_heads
+            for size, what in ((config.hidden_size, "the hidden size"), (head_dim, "the head width"),
+                               (config.intermediate_size, "the FFN width")):
+                if size % m.block_size:
+                    raise PatternError(f"Block size {m.block_size} does not divide {what} ({size}) of this model's "
+                                       "layers.", "choose a block size that divides it, e.g. 16 or 32 (mlpruning.block_size)")
 
     def __init__(
         self,

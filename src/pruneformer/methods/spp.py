@@ -146,12 +146,20 @@ class SPPSearch(PruningMethod):
         return None
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), **self.lbi.state_dict()}
+        """The iteration's state and the gamma snapshots so far (one stacked tensor per mask), so a resumed
+        search writes the same path record as an uninterrupted one."""
+        keys = list(self.snapshots[0][1]) if self.snapshots else []
+        return {**super().state_dict(), **self.lbi.state_dict(), "snapshot_steps": [s for s, _ in self.snapshots],
+                "snapshot_gamma": {k: torch.stack([g[k] for _, g in self.snapshots]) for k in keys}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
         self.lbi.load_state_dict(state)
-        self.snapshots = [(0, self._gamma_snapshot())]  # earlier snapshots are not checkpointed
+        steps, gamma = state.get("snapshot_steps"), state.get("snapshot_gamma") or {}
+        if steps and gamma:
+            self.snapshots = [(int(step), {k: v[i].clone() for k, v in gamma.items()}) for i, step in enumerate(steps)]
+        else:  # a checkpoint from before snapshots were saved: the path plot starts here
+            self.snapshots = [(0, self._gamma_snapshot())]
 
     # -- the path --------------------------------------------------------------------------------
     def _gamma_snapshot(self) -> dict[str, torch.Tensor]:

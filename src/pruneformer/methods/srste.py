@@ -29,6 +29,12 @@ class SRSTEPruner(PruningMethod):
 
     name: ClassVar[str] = "srste"
 
+    @classmethod
+    def from_config(cls, recipe: Any, masks: Mapping[str, torch.Tensor] | None = None, steps: int = 0) -> "SRSTEPruner":
+        """From ``recipe.srste``."""
+        r = recipe.srste
+        return cls(recipe.prune.pattern, lambda_w=r.lambda_w, decay=r.decay, decay_rate=r.decay_rate)
+
     def __init__(self, pattern, lambda_w: float = 2e-4, decay: str = "decoupled", decay_rate: float = 2e-3) -> None:
         super().__init__(pattern)
         if lambda_w < 0 or decay_rate < 0:

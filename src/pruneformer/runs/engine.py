@@ -1,0 +1,245 @@
+"""The run engine's top half, shared by ``prune`` (N:M and structured) and ``spp-search``: open a run
+(output directory, run state, seeding, data, model), then the dense reference (trained once, cached in the
+run state, resumable), then the command's own stages on :class:`Run`'s helpers.
+
+Why one place: the commands used to repeat this setup and had drifted (one could resume, one dropped
+``trust_pickle``). Every stage records itself in ``run_state.json`` through :class:`RunState`, so a rerun
+with ``resume=True`` skips finished stages and continues the interrupted one from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from safetensors.torch import load_model, save_model
+from torch import nn
+from transformers import DataCollatorWithPadding, set_seed
+
+from ..data import DataBundle, load_data, tokenize_bundle
+from ..distill import Distiller
+from ..distributed import current as current_world
+from ..errors import PruneformerError
+from ..evaluation import evaluate_splits
+from ..io import read_pruning_info, save_pruned_model
+from ..methods import PruningMethod
+from ..models import load_classifier
+from ..recipe import DataConfig, recipe_to_yaml
+from ..report import write_report
+from ..training import PhaseResult, TrainSettings, train_phase
+
+STATE_FILE = "run_state.json"
+
+
+def quiet_library_progress() -> None:
+    """Silence datasets' and transformers' own bars (tokenising, loading shards): ours cover long work."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
+
+
+def silent_log(_: str) -> None:
+    """The log of every rank but 0."""
+
+
+def prepare_data(d: DataConfig, seed: int) -> DataBundle:
+    """Load the data a recipe names (embedded, local files or a GLUE directory) and apply the presets."""
+    if d.source in ("embedded", "movie-sentiment"):
+        bundle = load_data(d.source, seed=seed)
+    elif d.glue_task:
+        bundle = load_data(f"glue:{d.glue_task}:{d.source}")
+    else:
+        bundle = load_data(d.source, dev=d.dev_file, test=d.test_file, text_column=d.text_column,
+                           text_pair_column=d.text_pair_column, label_column=d.label_column,
+                           task_type=d.task_type, seed=seed)
+    if d.max_train or d.max_eval:
+        bundle = bundle.subsample(d.max_train, d.max_eval, seed)
+    return bundle
+
+
+def train_settings(recipe: Any, epochs: float, lr: float, progress: bool, span: tuple[int, int] | None = None,
+                   schedule_steps: int | None = None, data_stream: int = 0) -> TrainSettings:
+    t = recipe.train
+    return TrainSettings(epochs=epochs, lr=lr, batch_size=t.batch_size, eval_batch_size=t.eval_batch_size,
+                         weight_decay=t.weight_decay, warmup_ratio=t.warmup_ratio, max_grad_norm=t.max_grad_norm,
+                         seed=recipe.seed, log_every=t.log_every, checkpoint_every=t.checkpoint_every,
+                         group_by_length=t.group_by_length, progress=progress, span=span,
+                         schedule_steps=schedule_steps, data_stream=data_stream)
+
+
+def data_signature(recipe: Any) -> str:
+    """What the dense scores depend on: the data settings and the split seed."""
+    return json.dumps({"data": recipe.data.model_dump(mode="json"), "seed": recipe.seed}, sort_keys=True)
+
+
+class RunState:
+    """``run_state.json``: which stages are finished, so ``--resume`` can skip them."""
+
+    def __init__(self, directory: Path, write: bool = True, name: str = STATE_FILE) -> None:
+        self.path = directory / name
+        self.write = write  # False on every rank but 0: one writer per run
+        self.data: dict[str, Any] = json.loads(self.path.read_text()) if self.path.is_file() else {"done": {}}
+
+    def done(self, key: str) -> dict[str, Any] | None:
+        return self.data["done"].get(key)
+
+    def mark(self, key: str, value: dict[str, Any]) -> None:
+        self.data["done"][key] = value
+        if not self.write:
+            return
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, default=str))
+        tmp.replace(self.path)
+
+
+@dataclass
+class Run:
+    """One open run: its recipe, output directory, state, data and model, and the helpers its stages use."""
+
+    recipe: Any
+    out: Path
+    state: RunState
+    log: Callable[[str], None]
+    progress: bool
+    resume: bool
+    callbacks: Any
+    trust_pickle: bool
+    t0: float
+    wall: dict[str, float] = field(default_factory=dict)
+    phases: list[PhaseResult] = field(default_factory=list)
+    bundle: Any = None
+    model: Any = None
+    tokenizer: Any = None
+    tokenized: Any = None
+    collator: Any = None
+
+    @property
+    def world(self):
+        return current_world()
+
+    @property
+    def task(self):
+        return self.bundle.task
+
+    def settings(self, epochs: float, lr: float, **kwargs: Any) -> TrainSettings:
+        return train_settings(self.recipe, epochs, lr, self.progress, **kwargs)
+
+    def scores(self, model: nn.Module | None = None) -> dict[str, dict[str, float]]:
+        return evaluate_splits(model or self.model, self.tokenized, self.collator, self.recipe.train.eval_batch_size)
+
+    def train(self, model: nn.Module, key: str, settings: TrainSettings, method: PruningMethod | None = None,
+              distiller: Distiller | None = None, dev: bool = True, checkpoints: bool = True) -> PhaseResult:
+        """One phase of the loop, checkpointed under ``checkpoints/<key>`` and resumable."""
+        return train_phase(model, self.tokenized.train, self.collator, settings, name=key, method=method,
+                           distiller=distiller, dev_dataset=self.tokenized.dev if dev else None,
+                           metrics=self.task.metrics, checkpoint_dir=self.out / "checkpoints" / key if checkpoints
+                           else None, resume=self.resume, callbacks=self.callbacks, trust_pickle=self.trust_pickle)
+
+
+def open_run(recipe: Any, resume: bool = False, progress: bool = True, log: Callable[[str], None] = print,
+             callbacks=(), trust_pickle: bool = False) -> Run:
+    """Check and claim the output directory, seed, load the data and the model; fail before any training.
+
+    Runs unchanged under ``torchrun``: one rank fetches and caches the data, and the fresh classifier head is
+    rank 0's on every rank; only rank 0 writes.
+    """
+    quiet_library_progress()
+    world = current_world()
+    if not world.is_main:
+        log = silent_log
+    out = Path(recipe.output_dir)
+    if (out / STATE_FILE).is_file() and not resume:
+        raise PruneformerError(f"Output directory '{out}' already holds a run.",
+                               "pass --resume to continue it, or choose another --output-dir")
+    world.barrier()  # every rank has looked before rank 0 writes
+    if world.is_main:
+        try:
+            (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+            (out / "recipe.yaml").write_text(recipe_to_yaml(recipe))
+        except OSError as exc:
+            raise PruneformerError(f"Cannot write the output directory '{out}': {exc.strerror or exc}.",
+                                   "choose another --output-dir") from None
+    run = Run(recipe, out, RunState(out, write=world.is_main), log, progress, resume, callbacks, trust_pickle,
+              time.perf_counter())
+    set_seed(recipe.seed)
+    with world.main_first():  # one rank fetches and caches the data, the others read the cache
+        run.bundle = prepare_data(recipe.data, recipe.seed)
+    task = run.bundle.task
+    run.model, run.tokenizer = load_classifier(recipe.dense.checkpoint or recipe.model, task.num_labels,
+                                               task.problem_type, task.label_names, trust_pickle=trust_pickle)
+    run.model.to(world.device)
+    world.broadcast_module(run.model)  # the fresh classifier head is rank 0's on every rank
+    run.tokenized = tokenize_bundle(run.bundle, run.tokenizer, recipe.data.max_length)
+    run.collator = DataCollatorWithPadding(run.tokenizer)
+    return run
+
+
+def dense_reference(run: Run, dev: bool = True, save_dir: bool = True) -> dict[str, dict[str, float]]:
+    """The dense fine-tune (baseline, teacher, starting point), trained once and cached in the run state.
+
+    ``dev``: score dev at each epoch's end while training (the pruning runs; the SPP search does not, and
+    since scoring draws a DataLoader seed, that choice is part of the run's numbers). ``save_dir``: save the
+    fine-tuned model as ``dense/`` for reuse with ``dense.checkpoint``.
+    """
+    recipe, out, world = run.recipe, run.out, run.world
+    done = run.state.done("dense")
+    if done:
+        load_model(run.model, str(out / "checkpoints" / "dense.safetensors"))
+        run.phases.append(PhaseResult(**done["phase"]))
+        scores = done["scores"]
+    else:
+        signature = data_signature(recipe)
+        if recipe.dense.checkpoint is None and recipe.dense.epochs > 0:
+            phase = run.train(run.model, "dense", run.settings(recipe.dense.epochs, recipe.dense.lr), dev=dev)
+        else:
+            phase = PhaseResult("dense")  # reused checkpoint (or no dense epochs): nothing trained here
+        run.phases.append(phase)
+        known = read_pruning_info(recipe.dense.checkpoint) if recipe.dense.checkpoint else None
+        if known and known.get("data_signature") == signature and known.get("scores"):
+            scores = known["scores"]  # the checkpoint was scored on exactly this data already
+        else:
+            t1 = time.perf_counter()
+            scores = run.scores()
+            run.wall["eval_dense"] = time.perf_counter() - t1
+        if save_dir and phase.steps and world.is_main:
+            save_pruned_model(run.model, run.tokenizer, out / "dense", {
+                "method": "dense", "pattern": None, "task": run.task.to_dict(), "scores": scores,
+                "data_signature": signature})
+        if world.is_main:
+            save_model(run.model, str(out / "checkpoints" / "dense.safetensors"))
+        run.state.mark("dense", {"phase": phase.to_dict(), "scores": scores})
+    run.wall["dense"] = run.phases[0].wall_time_s
+    return scores
+
+
+def summary_line(scores: dict[str, dict[str, float]]) -> str:
+    return "; ".join(f"{split} " + ", ".join(f"{k} {v:.4f}" for k, v in vals.items()) for split, vals in scores.items())
+
+
+def finish_report(run: Run, dense_scores: dict, pruned_scores: dict, model_dir: Path, layers: list[dict[str, Any]],
+                  warnings: list[str], **fields: Any) -> dict[str, Any]:
+    """The one report of a classifier run (N:M or structured): the common fields, then ``fields`` (pattern,
+    sparsity, the structured section...); written as report.json / report.md / training_curves.png."""
+    recipe, bundle, task = run.recipe, run.bundle, run.task
+    run.wall["total"] = time.perf_counter() - run.t0
+    report = {
+        "model": str(recipe.model), "method": recipe.prune.method, "pattern": fields.pop("pattern"),
+        "seed": recipe.seed, "task": task.to_dict(),
+        "data_sizes": {"train": len(bundle.train), "dev": len(bundle.dev),
+                       "test": len(bundle.test) if bundle.test is not None else 0},
+        "dense": dense_scores, "pruned": pruned_scores, "primary_metric": task.metrics[0],
+        "overall_sparsity": fields.pop("overall_sparsity"),
+        "all_layers_satisfy_pattern": fields.pop("all_layers_satisfy_pattern"), "layers": layers, **fields,
+        "phases": [p.to_dict() for p in run.phases], "wall_time_s": run.wall,
+        "admm_step_time_ratio": fields.get("admm_step_time_ratio"),
+        "model_dir": str(model_dir), "recipe": recipe.model_dump(mode="json"), "warnings": warnings,
+    }
+    if run.world.is_main:
+        write_report(report, run.out)
+    run.world.barrier()  # every rank returns once the files are there
+    return report
