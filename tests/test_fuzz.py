@@ -25,8 +25,8 @@ from typer.testing import CliRunner
 import pruneformer.oneshot as oneshot
 import pruneformer.pipeline as pipeline
 import pruneformer.solution_path as solution_path
-from pruneformer import cli
-from pruneformer.cli import _overrides, app
+from pruneformer.cli import deploy, training
+from pruneformer.cli import app, recipe_overrides
 from pruneformer.errors import RecipeError
 from pruneformer.recipe import OneShotRecipe, Recipe, build_oneshot_recipe, build_recipe, load_recipe
 from pruneformer.runs import method_names, oneshot_names
@@ -253,7 +253,7 @@ COMMAND = typer.main.get_command(app)
 def recipe_path_of(option: str) -> tuple[str, ...] | None:
     """The recipe field a `prune` option sets, found by asking the CLI's own mapping."""
     try:
-        tree = _overrides(**{option: "probe"})
+        tree = recipe_overrides(**{option: "probe"})
     except KeyError:
         return None
     path: list[str] = []
@@ -303,17 +303,21 @@ def cli_invalid(command: str, name: str, annotation) -> st.SearchStrategy | None
         return texts
     if command == "inspect" and name == "pattern":
         return st.sampled_from([p for p in BAD_PATTERNS if p and not p.startswith("-")])
+    if command == "export" and name in ("fmt", "quantize"):
+        return st.text(alphabet=string.ascii_letters + "-:%", min_size=1, max_size=8).filter(
+            lambda s: s not in ("onnx", "int8") and not s.startswith("-"))
     if command == "eval" and name == "split":
         return st.text(alphabet=string.ascii_letters, min_size=1, max_size=6).filter(lambda s: s not in ("dev", "test"))
     return None
 
 
-COMMAND_FUNCTIONS = {"prune": cli.prune, "eval": cli.eval_cmd, "inspect": cli.inspect, "oneshot": cli.oneshot_cmd,
-                     "spp-search": cli.spp_search_cmd, "spp-extract": cli.spp_extract_cmd}
+COMMAND_FUNCTIONS = {"prune": training.prune, "eval": deploy.eval_cmd, "inspect": deploy.inspect,
+                     "oneshot": training.oneshot_cmd, "spp-search": training.spp_search_cmd,
+                     "spp-extract": training.spp_extract_cmd, "export": deploy.export_cmd}
 #: what each command needs besides the malformed option: a positional directory, a required option.
 COMPANY = {"prune": ["--output-dir", "runs/fuzz-never-written"], "oneshot": ["--output-dir", "runs/fuzz-never-written"],
            "spp-search": ["--output-dir", "runs/fuzz-never-written"], "spp-extract": ["{dir}", "--ratio", "0.3"],
-           "eval": ["{dir}"], "inspect": ["{dir}"]}
+           "eval": ["{dir}"], "inspect": ["{dir}"], "export": ["{dir}", "-o", "runs/fuzz-never-written"]}
 
 
 def options_of(command: str) -> dict[str, tuple]:
@@ -335,7 +339,7 @@ CLI = {command: options_of(command) for command in COMMAND_FUNCTIONS}
 def malformed_command_lines(draw, model_dir: str) -> tuple[list[str], list[str]]:
     """(argv, the names one of which the error must carry)."""
     command = draw(st.sampled_from(["prune"] * 3 + ["eval", "inspect", "oneshot", "oneshot", "spp-search", "spp-search",
-                                                    "spp-extract"]))
+                                                    "spp-extract", "export"]))
     args = [command] + [a.format(dir=model_dir) for a in COMPANY[command]]
     if command == "prune":  # valid company
         args += draw(st.sampled_from([[], ["--pattern", "4:8"], ["--method", "srste", "--seed", "2"], ["--quiet"]]))

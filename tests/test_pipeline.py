@@ -39,7 +39,7 @@ def test_admm_run_is_reported_and_pattern_exact(tiny_recipe):
 
 
 def test_saved_model_gives_identical_predictions(tiny_recipe, tiny_task):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
 
     from pruneformer.io import load_pruned_model
 

@@ -50,3 +50,7 @@ def brief(text: object, limit: int = 240) -> str:
     """An exception or a tool's output as one short line, without its final full stop (callers add their own)."""
     line = one_line(text).rstrip(".!")
     return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+class ExportError(PruneformerError):
+    """An export that cannot be made or does not compute what the PyTorch model computes."""

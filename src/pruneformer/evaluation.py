@@ -33,7 +33,7 @@ def predict(model: nn.Module, dataset, collator: Collator, batch_size: int = 128
     was_training = model.training
     model.eval()
     examples = dataset.to_list() if hasattr(dataset, "to_list") else list(dataset)
-    device = next(model.parameters()).device
+    device = next(model.parameters(), torch.empty(0)).device  # a graph in ONNX Runtime has no parameters: CPU
     logits, labels = [], []
     for batch in iterate_batches(examples, world.shard(range(len(examples))), batch_size, collator):
         batch = {k: v.to(device) for k, v in batch.items()}

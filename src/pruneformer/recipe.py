@@ -341,6 +341,11 @@ class OneShotRecipe(_Strict):
     def _valid_pattern(cls, value: str) -> str:
         return PruneConfig._valid_pattern(value)
 
+    @field_validator("include", "exclude")
+    @classmethod
+    def _valid_regexes(cls, values: list[str]) -> list[str]:
+        return PruneConfig._valid_regexes(values)
+
 
 def build_oneshot_recipe(data: dict[str, Any] | None = None) -> OneShotRecipe:
     """Validate one-shot settings into a :class:`OneShotRecipe` (errors are one line naming the field)."""

@@ -10,15 +10,20 @@ from .patterns import Pattern
 from .targets import Target
 
 
-@torch.no_grad()
 def layer_sparsity(targets: list[Target], pattern: Pattern | None) -> list[dict[str, Any]]:
     """One row per target: shape, sparsity and, when a pattern is given, whether it is satisfied."""
+    return weight_sparsity([(t.name, t.role, t.linear_weight) for t in targets], pattern)
+
+
+@torch.no_grad()
+def weight_sparsity(weights: list[tuple[str, str, torch.Tensor]], pattern: Pattern | None) -> list[dict[str, Any]]:
+    """:func:`layer_sparsity` of ``(layer, role, weight [out, in])`` rows: a model's targets or the weights
+    of an exported graph (:func:`pruneformer.onnx_runtime.exported_weights`)."""
     rows = []
-    for target in targets:
-        weight = target.linear_weight
+    for name, role, weight in weights:
         row: dict[str, Any] = {
-            "layer": target.name,
-            "role": target.role,
+            "layer": name,
+            "role": role,
             "shape": list(weight.shape),
             "sparsity": float((weight == 0).float().mean()),
         }

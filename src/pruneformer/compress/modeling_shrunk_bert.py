@@ -32,6 +32,12 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceCl
 from transformers.models.bert.modeling_bert import BertEmbeddings, BertPooler
 
 
+def _exporting() -> bool:
+    """True inside ``torch.export`` (the ONNX exporter's first step); False on torch versions without the flag."""
+    is_exporting = getattr(torch.compiler, "is_exporting", None)
+    return bool(is_exporting and is_exporting())
+
+
 class ShrunkBertConfig(BertConfig):
     """BertConfig plus per-layer shapes; missing lists mean "as in the dense BERT"."""
 
@@ -202,9 +208,13 @@ class ShrunkBertModel(ShrunkBertPreTrainedModel):
         hidden = self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids,
                                  inputs_embeds=inputs_embeds)
         mask = None
-        if attention_mask is not None and not bool(attention_mask.all()):
+        # an all-ones mask is skipped in eager mode (SDPA's fastest path); an exported graph (ONNX) always
+        # applies it, since the check depends on the data and an export must serve any input
+        if attention_mask is not None and (_exporting() or not bool(attention_mask.all())):
             keep = attention_mask[:, None, None, :].to(hidden.dtype)
             mask = (1.0 - keep) * torch.finfo(hidden.dtype).min
+            if _exporting():  # ONNX's Attention op wants the query length spelled out: [batch, 1, query, key]
+                mask = mask.expand(-1, -1, hidden.shape[1], -1)
         all_hidden = (hidden,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
         for layer in self.encoder.layer:

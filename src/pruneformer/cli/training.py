@@ -1,111 +1,16 @@
-"""The ``pruneformer`` command: ``prune``, ``oneshot``, ``eval`` and ``inspect``, thin over the Python API.
-
-Every user mistake is a :class:`PruneformerError`; the CLI prints its one line and exits with status 2.
-"""
+"""The commands that prune: ``prune`` (N:M and structured methods), ``oneshot``, ``spp-search``, ``spp-extract``."""
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
-from .errors import PruneformerError
-from .runs import describe_methods, oneshot_names
-
-console = Console()
-err_console = Console(stderr=True)
-
-
-def _print_error(message: str) -> None:
-    """``error: <message>`` on one line: newlines in user values are folded, rich markup is not interpreted."""
-    err_console.print(Text.assemble(("error:", "bold red"), " ", " ".join(message.split())), highlight=False,
-                      soft_wrap=True)
-
-
-class _OneLineErrors(typer.core.TyperGroup):
-    """Click's usage errors (a flag value of the wrong type, an unknown option) as one line naming the
-    option, like every other pruneformer error, instead of a usage box."""
-
-    def main(self, args: Any = None, *rest: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
-        if not standalone_mode or not list(sys.argv[1:] if args is None else args):  # no arguments: the help
-            return super().main(args, *rest, standalone_mode=standalone_mode, **kwargs)
-        try:
-            code = super().main(args, *rest, standalone_mode=False, **kwargs)
-        except typer.TyperException as exc:  # typer's (vendored) click usage errors
-            ctx = getattr(exc, "ctx", None)
-            where = ctx.command_path if ctx is not None else "pruneformer"
-            _print_error(f"{exc.format_message()} Fix: see `{where} --help` for the accepted options and values")
-            sys.exit(2)
-        except typer.Abort:
-            sys.exit(1)
-        sys.exit(code if isinstance(code, int) else 0)
-
-
-app = typer.Typer(cls=_OneLineErrors, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Prune pretrained transformers to N:M / block / unstructured sparsity (ADMM, SR-STE, baselines).")
-
-#: ``--trust-pickle``, shared by every command that loads model or checkpoint files.
-TRUST_PICKLE = typer.Option(False, "--trust-pickle", help="Allow pickle-based model/checkpoint files (*.bin, *.pt, *.pkl). "
-                            "Loading pickle can run code: use only for files you trust.")
-#: Options several commands share, declared once so their flags and help stay the same everywhere.
-QUIET = typer.Option(False, help="No progress bars.")
-RESUME = typer.Option(False, help="Continue an interrupted run in --output-dir.")
-MAX_TRAIN = typer.Option(None, help="Use at most this many training examples.")
-MAX_EVAL = typer.Option(None, help="Use at most this many dev/test examples.")
-MAX_LENGTH = typer.Option(None, help="Max tokens per example (default 64).")
-SEED = typer.Option(None, help="Random seed (default 0).")
-DENSE_LR = typer.Option(None, help="Learning rate of the dense fine-tune.")
-
-
-def _fail(exc: PruneformerError) -> None:
-    _print_error(str(exc))
-    raise typer.Exit(2)
-
-
-def _option(flag: str, parse: Any, value: Any) -> Any:
-    """``parse(value)``, with the flag named in the one-line error when the value is refused."""
-    try:
-        return parse(value)
-    except PruneformerError as exc:
-        raise type(exc)(f"{flag}: {exc.problem}", exc.fix) from None
-
-
-def _overrides(**flags: Any) -> dict[str, Any]:
-    """Map flat CLI flags onto the nested recipe, skipping the ones not given."""
-    where = {
-        "model": ("model",), "output_dir": ("output_dir",), "seed": ("seed",),
-        "data": ("data", "source"), "glue_task": ("data", "glue_task"), "dev_file": ("data", "dev_file"),
-        "test_file": ("data", "test_file"), "text_column": ("data", "text_column"),
-        "text_pair_column": ("data", "text_pair_column"), "label_column": ("data", "label_column"),
-        "max_length": ("data", "max_length"), "max_train": ("data", "max_train"), "max_eval": ("data", "max_eval"),
-        "method": ("prune", "method"), "pattern": ("prune", "pattern"), "epochs": ("prune", "epochs"),
-        "lr": ("prune", "lr"), "include": ("prune", "include"), "exclude": ("prune", "exclude"),
-        "dense_epochs": ("dense", "epochs"), "dense_lr": ("dense", "lr"), "dense_checkpoint": ("dense", "checkpoint"),
-        "admm_epochs": ("admm", "epochs"), "admm_interval": ("admm", "interval"), "rho": ("admm", "rho"),
-        "rho_schedule": ("admm", "rho_schedule"), "rho_factor": ("admm", "rho_factor"), "rho_max": ("admm", "rho_max"),
-        "admm_penalty": ("admm", "penalty"), "lambda_w": ("srste", "lambda_w"), "distill": ("distill", "enabled"),
-        "srste_decay": ("srste", "decay"), "decay_rate": ("srste", "decay_rate"),
-        "distill_hidden": ("distill", "hidden_weight"),
-        "batch_size": ("train", "batch_size"), "checkpoint_every": ("train", "checkpoint_every"),
-        "target": ("mlpruning", "target"), "block_size": ("mlpruning", "block_size"),
-        "block_keep": ("mlpruning", "block_keep"), "align": ("mlpruning", "align"),
-    }
-    nested: dict[str, Any] = {}
-    for key, value in flags.items():
-        if value is None or value == []:
-            continue
-        *parents, leaf = where[key]
-        node = nested
-        for parent in parents:
-            node = node.setdefault(parent, {})
-        node[leaf] = value
-    return nested
+from ..errors import PruneformerError
+from ..runs import describe_methods, oneshot_names
+from .app import (DENSE_LR, MAX_EVAL, MAX_LENGTH, MAX_TRAIN, QUIET, RESUME, SEED, TRUST_PICKLE, app, console, fail,
+                  recipe_overrides)
 
 
 @app.command()
@@ -156,103 +61,17 @@ def prune(
     quiet: bool = QUIET,
 ) -> None:
     """Fine-tune dense, prune to a pattern, retrain, and save the model with a report."""
-    from .pipeline import run
-    from .recipe import load_recipe
+    from ..pipeline import run
+    from ..recipe import load_recipe
 
     flags = {k: v for k, v in locals().items() if k not in ("recipe", "resume", "quiet", "run", "load_recipe",
                                                              "trust_pickle")}
     try:
-        built = load_recipe(recipe, _overrides(**flags))
+        built = load_recipe(recipe, recipe_overrides(**flags))
         run(built, resume=resume, progress=not quiet, log=lambda line: console.print(line, highlight=False),
             trust_pickle=trust_pickle)
     except PruneformerError as exc:
-        _fail(exc)
-
-
-@app.command("eval")
-def eval_cmd(
-    model_dir: str = typer.Argument(..., help="A saved (pruned or dense) model directory."),
-    data: str = typer.Option("embedded", help="'embedded', a local file, or a GLUE directory."),
-    glue_task: Optional[str] = typer.Option(None, help="GLUE task when --data is a GLUE directory."),
-    dev_file: Optional[str] = typer.Option(None, help="Dev split file for local data (default: 10% of --data)."),
-    test_file: Optional[str] = typer.Option(None, help="Test split file for local data."),
-    split: str = typer.Option("dev", help="dev or test."),
-    text_column: str = typer.Option("text"),
-    text_pair_column: Optional[str] = typer.Option(None),
-    label_column: str = typer.Option("label"),
-    max_length: int = typer.Option(64),
-    seed: int = typer.Option(0, help="Seed of the embedded data split."),
-    trust_pickle: bool = TRUST_PICKLE,
-) -> None:
-    """Score a saved model on a data split."""
-    from transformers import DataCollatorWithPadding
-
-    from .data import tokenize_bundle
-    from .evaluation import evaluate
-    from .io import load_pruned_model
-    from .pipeline import prepare_data, quiet_library_progress
-    from .recipe import DataConfig, validate_config
-
-    quiet_library_progress()
-    try:
-        if split not in ("dev", "test"):
-            raise PruneformerError(f"--split must be dev or test, not '{split}'.", "use --split dev or --split test")
-        config = validate_config(DataConfig, dict(
-            source=data, glue_task=glue_task, dev_file=dev_file, test_file=test_file, text_column=text_column,
-            text_pair_column=text_pair_column, label_column=label_column, max_length=max_length))
-        net, tokenizer, _ = load_pruned_model(model_dir, trust_pickle=trust_pickle)
-        bundle = tokenize_bundle(prepare_data(config, seed), tokenizer, max_length)
-        dataset = getattr(bundle, split, None)
-        if split not in ("dev", "test") or dataset is None:
-            raise PruneformerError(f"The data has no '{split}' split.", "use --split dev (or test where it exists)")
-        scores = evaluate(net, dataset, DataCollatorWithPadding(tokenizer), bundle.task.metrics)
-    except PruneformerError as exc:
-        _fail(exc)
-    console.print_json(json.dumps({"model": model_dir, "split": split, **scores}))
-
-
-@app.command()
-def inspect(
-    model_dir: str = typer.Argument(..., help="A saved model directory."),
-    pattern: Optional[str] = typer.Option(None, help="Pattern to check (default: the one recorded in the model)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-    trust_pickle: bool = TRUST_PICKLE,
-) -> None:
-    """Per-layer sparsity, and whether every targeted layer satisfies its pattern (exit 1 if not)."""
-    from .io import load_pruned_model
-    from .patterns import parse_pattern
-    from .pipeline import quiet_library_progress
-
-    quiet_library_progress()
-    from .sparsity import layer_sparsity, overall_sparsity
-    from .targets import resolve_targets
-
-    try:
-        asked = _option("--pattern", parse_pattern, pattern) if pattern else None  # fails before any loading
-        net, _, info = load_pruned_model(model_dir, trust_pickle=trust_pickle)
-        spec = pattern or (info or {}).get("pattern")
-        parsed = asked or (parse_pattern(spec) if spec else None)
-        targets = resolve_targets(net)
-        recorded = set((info or {}).get("targets") or [t.name for t in targets])
-        rows = layer_sparsity([t for t in targets if t.name in recorded], parsed)
-    except PruneformerError as exc:
-        _fail(exc)
-    ok = all(r.get("satisfies_pattern", True) for r in rows)
-    if as_json:
-        console.print_json(json.dumps({"pattern": spec, "all_layers_satisfy_pattern": ok if parsed else None,
-                                       "overall_sparsity": overall_sparsity(rows), "layers": rows}))
-    else:
-        table = Table(title=f"{model_dir}: pattern {spec or 'none recorded'}")
-        for column in ("layer", "shape", "sparsity", "satisfies pattern"):
-            table.add_column(column)
-        for r in rows:
-            table.add_row(r["layer"], "x".join(map(str, r["shape"])), f"{r['sparsity']:.4f}",
-                          {True: "yes", False: "[red]NO[/]"}.get(r.get("satisfies_pattern"), "-"))
-        console.print(table)
-        console.print(f"overall sparsity {overall_sparsity(rows):.4f}; "
-                      + (f"every targeted layer satisfies {spec}: {'yes' if ok else 'NO'}" if parsed else "no pattern to check"))
-    if parsed and not ok:
-        raise typer.Exit(1)
+        fail(exc)
 
 
 @app.command("oneshot")
@@ -276,9 +95,9 @@ def oneshot_cmd(
     quiet: bool = QUIET,
 ) -> None:
     """Prune a decoder LLM (Llama, GPT-2) once with magnitude, Wanda or SparseGPT; report held-out perplexity."""
-    from .oneshot import run_oneshot
-    from .pipeline import quiet_library_progress
-    from .recipe import build_oneshot_recipe
+    from ..oneshot import run_oneshot
+    from ..pipeline import quiet_library_progress
+    from ..recipe import build_oneshot_recipe
 
     quiet_library_progress()
     settings = {k: v for k, v in locals().items() if k not in ("quiet", "resume", "run_oneshot", "quiet_library_progress",
@@ -287,7 +106,7 @@ def oneshot_cmd(
         run_oneshot(build_oneshot_recipe(settings), progress=not quiet,
                     log=lambda line: console.print(line, highlight=False), resume=resume)
     except PruneformerError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 @app.command("spp-search")
@@ -319,13 +138,13 @@ def spp_search_cmd(
     quiet: bool = QUIET,
 ) -> None:
     """SPP: one solution-path search over paired-dimension masks; cut any ratio from it with spp-extract."""
-    from .recipe import load_recipe
-    from .solution_path import search
+    from ..recipe import load_recipe
+    from ..solution_path import search
 
     spp = {k: v for k, v in dict(epochs=epochs, kappa=kappa, nu=nu, lam=lam, alpha=alpha, granularity=granularity,
                                  train_weights=train_weights, mask_optimizer=mask_optimizer, mask_lr=mask_lr,
                                  finetune_epochs=finetune_epochs).items() if v is not None}
-    common = _overrides(model=model, data=data, max_train=max_train, max_eval=max_eval, max_length=max_length,
+    common = recipe_overrides(model=model, data=data, max_train=max_train, max_eval=max_eval, max_length=max_length,
                         dense_epochs=dense_epochs, dense_lr=dense_lr, dense_checkpoint=dense_checkpoint, lr=lr,
                         seed=seed, output_dir=output_dir or (None if recipe else "runs/spp"))
     try:
@@ -333,7 +152,7 @@ def spp_search_cmd(
         search(built, progress=not quiet, log=lambda line: console.print(line, highlight=False), resume=resume,
                trust_pickle=trust_pickle)
     except PruneformerError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 @app.command("spp-extract")
@@ -348,18 +167,10 @@ def spp_extract_cmd(
     quiet: bool = QUIET,
 ) -> None:
     """Cut physically smaller models at any ratios from one SPP search (no new search)."""
-    from .solution_path import extract
+    from ..solution_path import extract
 
     try:
         extract(search_dir, [*ratio, *(more_ratios or [])], finetune_epochs, output_dir, progress=not quiet,
                 log=lambda line: console.print(line, highlight=False), resume=resume, trust_pickle=trust_pickle)
     except PruneformerError as exc:
-        _fail(exc)
-
-
-def main() -> None:  # pragma: no cover
-    app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+        fail(exc)

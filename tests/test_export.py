@@ -1,0 +1,193 @@
+"""ONNX export: parity with PyTorch for every kind of saved model, int8, eval/inspect of exported models,
+and one-line errors on bad input. Each kind of model is exported once per session (an export takes seconds)."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from pruneformer.cli import app
+from pruneformer.compress import shrink_model
+from pruneformer.compress.paired import extract, l1_scores
+from pruneformer.errors import ExportError
+from pruneformer.export import export_model, full_output_rows
+from pruneformer.io import load_pruned_model, save_pruned_model, save_shrunk_model
+from pruneformer.structure import LayerPlan
+from pruneformer.methods import MagnitudePruner
+from pruneformer.onnx_runtime import exported_weights, load_onnx_classifier, session
+from pruneformer.path_record import keep_top
+from pruneformer.targets import resolve_targets
+
+runner = CliRunner()
+KINDS = ["dense", "2:4", "shrunk", "spp"]
+#: Per-layer plans of a tiny 2-layer BERT (4 heads of 16, FFN 128) like MLPruning / L1 leave them: a
+#: different head count, FFN width and kept output rows in every layer.
+PLANS = [LayerPlan(heads=[0, 2, 3], ffn_units=list(range(0, 128, 2)), attn_out_rows=list(range(48)),
+                   ffn_out_rows=list(range(16, 64))),
+         LayerPlan(heads=[1], ffn_units=list(range(32)))]
+
+
+@pytest.fixture(scope="module")
+def saved(tiny_model_dir, tmp_path_factory) -> dict[str, object]:
+    """The four kinds of model pruneformer saves, each in its own directory, from the tiny BERT."""
+    root = tmp_path_factory.mktemp("saved")
+    model, tokenizer, _ = load_pruned_model(tiny_model_dir)
+    with torch.no_grad():  # non-zero biases make the shrunk models' bias folding matter
+        for name, param in model.named_parameters():
+            if name.endswith("bias"):
+                param.normal_(0, 0.2, generator=torch.Generator().manual_seed(len(name)))
+    dirs = {"dense": save_pruned_model(model, tokenizer, root / "dense", {"method": "dense", "pattern": None})}
+    nm = copy.deepcopy(model)
+    pruner = MagnitudePruner("2:4")
+    pruner.attach(nm, resolve_targets(nm))
+    pruner.finalize()
+    dirs["2:4"] = save_pruned_model(nm, tokenizer, root / "nm", {"method": "magnitude", "pattern": "2:4",
+                                                                 "targets": pruner.names})
+    dirs["shrunk"] = save_shrunk_model(shrink_model(copy.deepcopy(model), PLANS), tokenizer, root / "shrunk",
+                                       {"method": "mlpruning", "pattern": None})
+    cut = extract(model, keep_top(l1_scores(model), 0.5))  # qk and vo widths differ per layer
+    dirs["spp"] = save_shrunk_model(cut, tokenizer, root / "spp", {"method": "spp", "pattern": None, "ratio": 0.5})
+    return dirs
+
+
+@pytest.fixture(scope="module")
+def exported(saved, tiny_task, tmp_path_factory):
+    """kind -> (export directory, its record); the shrunk model is also quantized to int8 (classifier and
+    FFN-out kept in fp32) and scored on the tiny task's dev split."""
+    root = tmp_path_factory.mktemp("exported")
+    dev = dev_split(tiny_task)
+    return {kind: (root / kind.replace(":", "x"), export_model(
+        saved[kind], root / kind.replace(":", "x"), log=lambda _: None,
+        **({"quantize": "int8", "keep_fp32": ["classifier", "ffn_out"], "dev": dev} if kind == "shrunk" else {})))
+        for kind in KINDS}
+
+
+def dev_split(tiny_task):
+    from pruneformer.data import tokenize_bundle
+    from pruneformer.pipeline import prepare_data
+    from pruneformer.recipe import DataConfig
+
+    config = DataConfig(source=str(tiny_task["train"]), dev_file=str(tiny_task["dev"]), max_length=16)
+    return lambda tokenizer: (tokenize_bundle(prepare_data(config, 0), tokenizer, 16).dev, ["accuracy"])
+
+
+def random_batch(seed: int, size: int, length: int) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 29, (size, length), generator=generator)  # the tiny vocabulary
+    mask = torch.ones_like(ids)
+    mask[0, length // 2:] = 0
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_onnx_runtime_matches_pytorch(kind, saved, exported):
+    directory, record = exported[kind]
+    check = record["check"]["fp32"]
+    assert check["max_abs_diff"] < 1e-4 and check["predictions_agree"] == check["examples"] == 9
+    graph = onnx.load(str(directory / "model.onnx")).graph
+    assert [(i.name, [d.dim_param for d in i.type.tensor_type.shape.dim]) for i in graph.input] == [
+        (name, ["batch", "sequence"]) for name in ("input_ids", "attention_mask", "token_type_ids")]
+    # one fused attention per layer, fed [batch, sequence, heads * width] (no transposes to 4-D and back)
+    assert [n.op_type for n in graph.node].count("Attention") == 2 and "Transpose" not in {n.op_type for n in graph.node}
+    model = load_pruned_model(saved[kind])[0].eval()
+    sess = session(directory / "model.onnx")
+    for seed, size, length in ((1, 3, 7), (2, 5, 30), (3, 1, 2)):  # other batch sizes and lengths than exported
+        batch = random_batch(seed, size, length)
+        with torch.no_grad():
+            expected = model(**batch).logits.numpy()
+        got = sess.run(None, {k: v.numpy() for k, v in batch.items()})[0]
+        assert np.abs(got - expected).max() < 1e-4
+        assert (got.argmax(-1) == expected.argmax(-1)).all()
+    assert (directory / "tokenizer.json").is_file() or (directory / "vocab.txt").is_file()
+
+
+def test_int8_quantization_keeps_chosen_layers_in_fp32(saved, exported):
+    directory, record = exported["shrunk"]
+    q = record["quantization"]
+    assert json.loads((directory / "quantization.json").read_text()) == q
+    assert q["fused_fp32_check"]["max_abs_diff"] < 1e-4
+    assert q["int8_check"]["max_abs_diff"] < 0.1 and q["int8_check"]["predictions_agree"] >= 8
+    assert set(q["dev"]) == {"fp32", "int8"} and abs(q["dev"]["fp32"]["accuracy"] - q["dev"]["int8"]["accuracy"]) <= 0.1
+    assert q["fp32_linears"] == ["bert.encoder.layer.0.output.dense", "bert.encoder.layer.1.output.dense",
+                                 "bert.pooler.dense", "classifier"]
+    assert len(q["int8_linears"]) == 2 * 5
+    model = full_output_rows(load_pruned_model(saved["shrunk"])[0])  # kept output rows: zero rows in the graph
+    for name, role, weight in exported_weights(directory / "model.int8.onnx")[0]:
+        if role == "ffn_out":  # kept: the exact fp32 weight
+            assert torch.equal(weight, model.get_submodule(name).weight.detach())
+        else:  # int8 values
+            assert torch.equal(weight, weight.round()) and weight.abs().max() <= 127
+    classifier, tokenizer, _ = load_onnx_classifier(directory / "model.int8.onnx")
+    logits = classifier(**random_batch(4, 4, 9)).logits
+    assert logits.shape == (4, 2) and torch.isfinite(logits).all()
+
+
+def test_eval_and_inspect_accept_exported_models(saved, exported, tiny_task):
+    data = ["--data", str(tiny_task["train"]), "--dev-file", str(tiny_task["dev"]), "--max-length", "16"]
+    scores = {}
+    for name, path in (("pytorch", saved["shrunk"]), ("onnx", exported["shrunk"][0]),
+                       ("int8", exported["shrunk"][0] / "model.int8.onnx")):
+        result = runner.invoke(app, ["eval", str(path), *data])
+        assert result.exit_code == 0, result.output
+        scores[name] = json.loads(result.output)
+    assert scores["onnx"]["accuracy"] == scores["pytorch"]["accuracy"]  # every prediction agrees
+    assert scores["int8"]["accuracy"] == exported["shrunk"][1]["quantization"]["dev"]["int8"]["accuracy"]
+
+    for path in (exported["2:4"][0], exported["2:4"][0] / "model.onnx"):
+        result = runner.invoke(app, ["inspect", str(path), "--json"])
+        assert result.exit_code == 0, result.output
+        payload = json.loads(result.output)
+        assert payload["pattern"] == "2:4" and payload["all_layers_satisfy_pattern"] is True
+        assert len(payload["layers"]) == 12 and all(r["sparsity"] == pytest.approx(0.5) for r in payload["layers"])
+    shrunk = json.loads(runner.invoke(app, ["inspect", str(exported["shrunk"][0]), "--json"]).output)
+    assert [r["shape"] for r in shrunk["layers"] if r["role"] == "query"] == [[48, 64], [16, 64]]
+    # layer 0 keeps 48 of 64 FFN-out rows: the graph stores the full matrix, the removed rows as zeros
+    ffn_out = [r for r in shrunk["layers"] if r["role"] == "ffn_out"]
+    assert ffn_out[0]["shape"] == [64, 64] and ffn_out[0]["sparsity"] == pytest.approx(16 / 64)
+
+
+def one_line_error(result) -> str:
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "Fix:" in lines[0], result.output
+    return lines[0]
+
+
+def test_bad_input_gives_one_line(saved, exported, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "no config.json" in one_line_error(runner.invoke(app, ["export", str(empty), "-o", str(tmp_path / "o")]))
+    not_a_model = tmp_path / "resnet"
+    not_a_model.mkdir()
+    (not_a_model / "config.json").write_text('{"model_type": "resnet"}')
+    assert "resnet" in one_line_error(runner.invoke(app, ["export", str(not_a_model), "-o", str(tmp_path / "o")]))
+    assert "--quantize 'int4'" in one_line_error(runner.invoke(
+        app, ["export", str(saved["dense"]), "-o", str(tmp_path / "o"), "--quantize", "int4"]))
+    assert "--format 'tflite'" in one_line_error(runner.invoke(
+        app, ["export", str(saved["dense"]), "-o", str(tmp_path / "o"), "--format", "tflite"]))
+    assert "nosuchlayer" in one_line_error(runner.invoke(
+        app, ["export", str(saved["dense"]), "-o", str(tmp_path / "o"), "--quantize", "int8", "--keep-fp32", "nosuchlayer"]))
+    assert not (tmp_path / "o").exists()  # refused before anything was written
+
+    # an ONNX file whose inputs are not what the tokenizer beside it produces
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("ReduceMean", ["pixel_values"], ["logits"], axes=[2, 3], keepdims=0)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["b", 3, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", 3])])
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(wrong / "model.onnx"))
+    load_pruned_model(saved["dense"])[1].save_pretrained(wrong)
+    line = one_line_error(runner.invoke(app, ["eval", str(wrong)]))
+    assert "pixel_values" in line and "do not match the tokenizer" in line
+    with pytest.raises(ExportError, match="do not match the tokenizer"):
+        load_onnx_classifier(wrong / "model.onnx")
+    line = one_line_error(runner.invoke(app, ["inspect", str(wrong)]))
+    assert "export.json" in line
