@@ -36,6 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import structured as structured_bench  # noqa: E402  (benchmarks/structured.py: the same runs and directories)
 
+from pruneformer.latency import cpu_name, time_models  # noqa: E402
 from pruneformer.report import hardware_summary  # noqa: E402
 
 MODELS = ["dense", "2:4", "mlpruning-0.5", "mlpruning-0.2", "spp-0.5"]
@@ -182,7 +183,7 @@ def should_beat(model: str, runtime: str) -> list[tuple[str, str]]:
 
 
 def latency_all(args, results: dict) -> None:
-    """Fastest of ``--rounds`` interleaved rounds per variant and shape (``structured.time_models``)."""
+    """Fastest of ``--rounds`` interleaved rounds per variant and shape (``pruneformer.latency.time_models``)."""
     from pruneformer.io import load_pruned_model
     from pruneformer.onnx_runtime import OnnxClassifier
 
@@ -197,19 +198,11 @@ def latency_all(args, results: dict) -> None:
                                                            spin=False)
     vocab = models["dense | pytorch fp32"].config.vocab_size
     load_before = os.getloadavg()
-    timing = structured_bench.time_models(models, SHAPES, args.rounds, vocab)
+    timing = time_models(models, SHAPES, args.rounds, vocab)
     results["latency"] = {"timing_s": timing, "rounds": args.rounds, "threads": args.latency_threads,
                           "hardware": hardware_summary(), "load_before": load_before, "load_after": os.getloadavg(),
                           "cpu": cpu_name()}
     save(args, results)
-
-
-def cpu_name() -> str:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return "unknown CPU"
 
 
 # -- results ------------------------------------------------------------------------------------------

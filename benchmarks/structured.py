@@ -22,12 +22,12 @@ import json
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from pruneformer.latency import time_models
 from pruneformer.report import hardware_summary
 from pruneformer.pipeline import run
 from pruneformer.recipe import build_recipe
@@ -166,29 +166,6 @@ def summarise_accuracy(records: list[dict], preset_name: str, preset: dict) -> t
 
 
 # -- latency ------------------------------------------------------------------------------------------
-def time_models(models: dict[str, nn.Module], shapes: list[tuple[int, int]], rounds: int, vocab: int) -> dict:
-    """Fastest forward time per model and shape (and the median, in ``median``); the models take turns
-    inside every round, so all see the same conditions. On a CPU shared with other jobs interference only
-    ever adds time, so the minimum over rounds is the closest to the machine's own speed."""
-    generator = torch.Generator().manual_seed(0)
-    results: dict = {}
-    for batch, length in shapes:
-        ids = torch.randint(1000, vocab, (batch, length), generator=generator)
-        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-        times: dict[str, list[float]] = {name: [] for name in models}
-        with torch.inference_mode():
-            for name, model in models.items():  # warm-up
-                model(**inputs)
-            for _ in range(rounds):
-                for name, model in models.items():
-                    t0 = time.perf_counter()
-                    model(**inputs)
-                    times[name].append(time.perf_counter() - t0)
-        results[f"{batch}x{length}"] = {name: min(v) for name, v in times.items()}
-        results.setdefault("median", {})[f"{batch}x{length}"] = {name: statistics.median(v) for name, v in times.items()}
-    return results
-
-
 class BSRLinear(nn.Module):
     """A Linear whose weight is a torch BSR tensor (block-sparse kernel on CPU)."""
 

@@ -25,6 +25,8 @@ from typer.testing import CliRunner
 import pruneformer.oneshot as oneshot
 import pruneformer.pipeline as pipeline
 import pruneformer.solution_path as solution_path
+import pruneformer.runs.compare as compare_runner
+from pruneformer.cli import compare as compare_cli
 from pruneformer.cli import deploy, training
 from pruneformer.cli import app, recipe_overrides
 from pruneformer.errors import RecipeError
@@ -119,6 +121,13 @@ def invalid_values(path: tuple[str, ...], leaves: dict | None = None) -> st.Sear
         extra = [st.sampled_from(BAD_PATTERNS)] if path[-1] == "pattern" else []
         return st.one_of(st.integers(), st.floats(), st.booleans(), JUNK, st.text(max_size=8).map(lambda s: s + "\x00"),
                          *extra, *([] if nullable else [st.none()]))
+    item = typing.get_args(kind)[0] if origin is list and typing.get_args(kind) else None
+    if typing.get_origin(item) is typing.Annotated:
+        item = typing.get_args(item)[0]
+    if item is int:  # seeds: whole numbers >= 0, each once
+        return st.one_of(st.text(max_size=8), st.lists(st.integers(max_value=-1), min_size=1, max_size=3),
+                         st.integers(0, 9).map(lambda i: [i, i]), st.just([]),
+                         st.lists(st.sampled_from(["abc", "x", "1.5"]), min_size=1, max_size=2), *wrong_type)
     if origin is list:
         extra = [st.lists(st.sampled_from(BAD_REGEXES), min_size=1, max_size=2)] if path[-1] in ("include", "exclude") else []
         return st.one_of(st.text(max_size=8), st.lists(st.integers(), min_size=1, max_size=3),
@@ -269,7 +278,7 @@ SPP_OPTIONS = {"epochs", "kappa", "nu", "lam", "alpha", "granularity", "mask_opt
 
 def option_path(command: str, name: str) -> tuple[str, ...] | None:
     """The recipe field an option sets (None: it sets none)."""
-    if command == "prune" or (command == "spp-search" and name not in SPP_OPTIONS):
+    if command in ("prune", "compare") or (command == "spp-search" and name not in SPP_OPTIONS):
         return recipe_path_of(name)
     if command == "spp-search":
         return ("spp", name)
@@ -313,11 +322,13 @@ def cli_invalid(command: str, name: str, annotation) -> st.SearchStrategy | None
 
 COMMAND_FUNCTIONS = {"prune": training.prune, "eval": deploy.eval_cmd, "inspect": deploy.inspect,
                      "oneshot": training.oneshot_cmd, "spp-search": training.spp_search_cmd,
-                     "spp-extract": training.spp_extract_cmd, "export": deploy.export_cmd}
+                     "spp-extract": training.spp_extract_cmd, "export": deploy.export_cmd,
+                     "compare": compare_cli.compare_cmd}
 #: what each command needs besides the malformed option: a positional directory, a required option.
 COMPANY = {"prune": ["--output-dir", "runs/fuzz-never-written"], "oneshot": ["--output-dir", "runs/fuzz-never-written"],
            "spp-search": ["--output-dir", "runs/fuzz-never-written"], "spp-extract": ["{dir}", "--ratio", "0.3"],
-           "eval": ["{dir}"], "inspect": ["{dir}"], "export": ["{dir}", "-o", "runs/fuzz-never-written"]}
+           "eval": ["{dir}"], "inspect": ["{dir}"], "export": ["{dir}", "-o", "runs/fuzz-never-written"],
+           "compare": ["admm:2:4", "--output-dir", "runs/fuzz-never-written"]}
 
 
 def options_of(command: str) -> dict[str, tuple]:
@@ -339,7 +350,7 @@ CLI = {command: options_of(command) for command in COMMAND_FUNCTIONS}
 def malformed_command_lines(draw, model_dir: str) -> tuple[list[str], list[str]]:
     """(argv, the names one of which the error must carry)."""
     command = draw(st.sampled_from(["prune"] * 3 + ["eval", "inspect", "oneshot", "oneshot", "spp-search", "spp-search",
-                                                    "spp-extract", "export"]))
+                                                    "spp-extract", "export", "compare"]))
     args = [command] + [a.format(dir=model_dir) for a in COMPANY[command]]
     if command == "prune":  # valid company
         args += draw(st.sampled_from([[], ["--pattern", "4:8"], ["--method", "srste", "--seed", "2"], ["--quiet"]]))
@@ -363,6 +374,7 @@ def test_malformed_command_lines_give_one_line_errors_naming_the_option(tmp_path
     monkeypatch.setattr(oneshot, "run_oneshot", lambda recipe, **kw: accepted.append(recipe))
     monkeypatch.setattr(solution_path, "search", lambda recipe, **kw: accepted.append(recipe))
     monkeypatch.setattr(solution_path, "extract", lambda *args, **kw: accepted.append(args))
+    monkeypatch.setattr(compare_runner, "compare", lambda recipe, **kw: accepted.append(recipe))
     runner = CliRunner()
     missing_model = str(tmp_path / "no-model-here")
     seen = []

@@ -68,15 +68,16 @@ def _model_source(model: str | Path) -> tuple[Path, str | None]:
     return path, None
 
 
-def load_causal_lm(model: str | Path) -> tuple[nn.Module, Any]:
-    """Load a decoder LM (float32, eval mode) and its tokenizer offline: 'smollm2', a directory or a .gguf."""
+def load_causal_lm(model: str | Path, trust_pickle: bool = False) -> tuple[nn.Module, Any]:
+    """Load a decoder LM (float32, eval mode) and its tokenizer offline: 'smollm2', a directory or a .gguf.
+    Pickle-based weights only with ``trust_pickle`` (``--trust-pickle``)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     directory, gguf = _model_source(model)
     extra: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
     if gguf and importlib.util.find_spec("gguf") is None:
         raise ModelError("Loading a GGUF model needs the 'gguf' package.", _INSTALL_LLM)
-    weights = {} if gguf else weight_loading_kwargs(directory)  # pickle-only weights are refused in one line
+    weights = {} if gguf else weight_loading_kwargs(directory, trust_pickle)  # pickle-only: refused in one line
     try:
         net = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True, dtype=torch.float32,
                                                    **extra, **weights)

@@ -23,7 +23,7 @@ from .llm import batches_of, load_causal_lm, load_texts, perplexity, token_block
 from .methods import PruningMethod
 from .patterns import Pattern, parse_pattern
 from .recipe import OneShotRecipe, recipe_to_yaml
-from .runs.engine import STATE_FILE, RunState
+from .runs.engine import claim_output_dir, refuse_finished_run
 from .runs.registry import oneshot_method
 from .report import markdown_table
 from .sparsity import layer_sparsity, overall_sparsity
@@ -51,7 +51,7 @@ def oneshot(model: nn.Module, method: PruningMethod, calibration: torch.Tensor |
 
 
 def run_oneshot(recipe: OneShotRecipe, log: Callable[[str], None] = print, progress: bool = True,
-                resume: bool = False) -> dict[str, Any]:
+                resume: bool = False, trust_pickle: bool = False) -> dict[str, Any]:
     """Execute a one-shot recipe; returns the report (also written as report.json / report.md).
 
     The dense perplexity and the pruned model are stages of ``run_state.json``: with ``resume=True`` an
@@ -62,14 +62,12 @@ def run_oneshot(recipe: OneShotRecipe, log: Callable[[str], None] = print, progr
     if (out / "report.json").is_file():
         raise PruneformerError(f"Output directory '{out}' already holds a one-shot run.",
                                "choose another --output-dir or delete that one")
-    if (out / STATE_FILE).is_file() and not resume:
-        raise PruneformerError(f"Output directory '{out}' already holds a run.",
-                               "pass --resume to continue it, or choose another --output-dir")
     torch.manual_seed(recipe.seed)
     pattern = parse_pattern(recipe.pattern)
     method = build_oneshot_method(recipe.method, pattern, recipe.dampening)
     t0 = time.perf_counter()
-    model, tokenizer = load_causal_lm(recipe.model)
+    refuse_finished_run(out, resume)  # before the (long) load
+    model, tokenizer = load_causal_lm(recipe.model, trust_pickle=trust_pickle)
     targets = resolve_targets(model, recipe.include, recipe.exclude)
     for target in targets:  # fail before any work if the pattern cannot fit a layer
         pattern.check_shape(target.shape, target.name)
@@ -80,9 +78,7 @@ def run_oneshot(recipe: OneShotRecipe, log: Callable[[str], None] = print, progr
     log(f"{model.config.model_type} model, {len(targets)} target layers, {method.name} {pattern.spec}; "
         f"calibration {len(calibration)} x {recipe.seq_len} tokens, held-out {len(heldout)} x {recipe.seq_len}")
 
-    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-    (out / "recipe.yaml").write_text(recipe_to_yaml(recipe))
-    state = RunState(out)
+    state = claim_output_dir(out, resume, recipe_to_yaml(recipe))
     t1 = time.perf_counter()
     dense = (state.done("dense") or {}).get("perplexity") or perplexity(model, heldout, recipe.batch_size)
     state.mark("dense", {"perplexity": dense})

@@ -75,7 +75,7 @@ def run(recipe: Recipe, resume: bool = False, progress: bool = True,
     dense_scores = dense_reference(ctx)
     log(f"dense: {summary_line(dense_scores)}")
     if entry.shrinks:  # heads/rows/blocks, physically shrunk: structured.py
-        return run_structured(ctx, dense_scores)
+        return run_structured(ctx, dense_scores, entry.shrinks)
 
     distiller = None
     if recipe.distill.enabled and entry.distills:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import PatternError, RecipeError
 from .patterns import parse_pattern
+from .runs.candidates import parse_candidates
 from .runs.registry import method_names, oneshot_names
 
 
@@ -194,6 +195,44 @@ class MLPruningConfig(_Strict):
     attention_weight: float = Field(1.0, ge=0, description="weight of each layer's attention-probability MSE")
 
 
+class CompareConfig(_Strict):
+    """``pruneformer compare``: which candidates, on which seeds, measured how (see ``runs/compare.py``)."""
+
+    candidates: list[str] = Field(default_factory=lambda: list(DEFAULT_CANDIDATES),
+                                  description="METHOD:PATTERN, METHOD:FRACTION kept or spp:RATIO[,RATIO...]")
+    seeds: list[Annotated[int, Field(ge=0, le=2**32 - 1)]] = Field(default_factory=lambda: [0], min_length=1,
+                                                                    description="one dense model per seed")
+    max_drop: float = Field(1.0, ge=0, description="accuracy points the recommendation may lose against dense")
+    jobs: int = Field(1, ge=1, le=64, description="candidates trained side by side, one process each")
+    threads: int = Field(1, ge=1, le=256, description="torch threads per training process")
+    latency_batch: int = Field(32, ge=1, le=4096)
+    latency_length: int = Field(128, ge=2, le=8192)
+    latency_threads: int | None = Field(None, ge=1, le=256, description="threads while timing (default: all)")
+    rounds: int = Field(10, ge=1, le=1000, description="interleaved timing rounds (the fastest counts)")
+    onnx: bool = Field(True, description="also export each candidate to ONNX Runtime fp32 and int8 and time those")
+
+    @field_validator("candidates")
+    @classmethod
+    def _valid_candidates(cls, values: list[str]) -> list[str]:
+        """Each candidate names a registered method with a pattern or fraction that parses, now, not after training."""
+        try:
+            parse_candidates(values)
+        except RecipeError as exc:
+            raise ValueError(str(exc)) from None
+        return values
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, values: list[int]) -> list[int]:
+        if len(set(values)) != len(values):
+            raise ValueError(f"seeds {values} repeat a seed; give each seed once")
+        return values
+
+
+#: what ``pruneformer compare`` compares when not told: one of each family.
+DEFAULT_CANDIDATES = ("admm:2:4", "srste:2:4", "mlpruning:0.5", "mlpruning:0.3", "l1-structured:0.5", "spp:0.3,0.5,0.7")
+
+
 class Recipe(_Strict):
     """Everything a ``pruneformer prune`` run needs."""
 
@@ -209,6 +248,7 @@ class Recipe(_Strict):
     distill: DistillConfig = Field(default_factory=DistillConfig)
     spp: SPPConfig = Field(default_factory=SPPConfig)
     mlpruning: MLPruningConfig = Field(default_factory=MLPruningConfig)
+    compare: CompareConfig = Field(default_factory=CompareConfig)
 
     @model_validator(mode="after")
     def _admm_fits(self) -> "Recipe":

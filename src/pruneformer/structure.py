@@ -7,7 +7,8 @@ Methods decide what to keep, ``compress/`` cuts it; neither imports the other, b
   from a structured method (MLPruning, the L1 baseline) to :func:`compress.shrink_model`;
 * :class:`PairedLayer` and :data:`GROUPS`: the paired inner dimensions of a layer, query-key (``qk``),
   value-output (``vo``) and FFN in-out (``ffn``), which SPP masks and :mod:`compress.paired` removes;
-* :data:`COMPRESSIBLE_MODEL_TYPES` / :func:`check_compressible`: the architectures that can be physically cut.
+* :data:`COMPRESSIBLE_MODEL_TYPES` / :func:`check_compressible`: the architectures that can be physically cut;
+* :class:`ShrinkSchedule`: how a structured method spends its budget around the physical cut.
 """
 
 from __future__ import annotations
@@ -45,6 +46,24 @@ class LayerPlan:
     ffn_units: list[int] | None = None
     attn_out_rows: list[int] | None = None
     ffn_out_rows: list[int] | None = None
+
+
+@dataclass(frozen=True)
+class ShrinkSchedule:
+    """How a structured method spends ``prune.epochs`` around the physical cut, so the structured run reads
+    it from the method class instead of testing the method's name.
+
+    ``step``: the name of step 1 (choose heads, units and rows; ``head-row`` trained, ``one-shot`` not).
+    ``first_epochs``: step 1's training (0: one-shot). ``block_epochs`` > 0: a block step on the shrunk
+    model (the class provides ``block_step``); else ``retrain_epochs`` of retraining the shrunk model.
+    ``attention_distill``: step 1 distils attention probabilities too (needs eager attention).
+    """
+
+    step: str
+    first_epochs: float
+    block_epochs: float = 0.0
+    retrain_epochs: float = 0.0
+    attention_distill: bool = False
 
 
 def check_compressible(model: nn.Module) -> None:

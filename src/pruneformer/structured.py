@@ -1,7 +1,8 @@
 """Structured pruning runs that end in a physically smaller model: MLPruning and the L1 baseline.
 
 Called by :func:`pruneformer.pipeline.run` after the dense fine-tune, for the methods whose registry entry
-``shrinks`` (``runs/registry.py``):
+``shrinks`` (``runs/registry.py``); what differs between them is the method class's ``shrink_schedule``, not
+a test of its name here:
 
 * ``mlpruning`` (arXiv 2105.14636, two steps): head + row pruning with learnable Top-k thresholds and
   distillation from the dense model (logits, hidden states, attention probabilities) -> physical shrink
@@ -31,7 +32,6 @@ from .distill import Distiller
 from .errors import PruneformerError
 from .evaluation import evaluate_splits
 from .io import load_pruned_model, save_shrunk_model
-from .methods import L1StructuredPruner, MLPruner
 from .recipe import Recipe
 from .runs.engine import Run, finish_report
 from .sparsity import layer_sparsity
@@ -53,9 +53,11 @@ def _eager(model: nn.Module) -> nn.Module:
     return model
 
 
-def run_structured(run: Run, dense_scores: dict[str, dict[str, float]]) -> dict[str, Any]:
+def run_structured(run: Run, dense_scores: dict[str, dict[str, float]], shrinker: Any) -> dict[str, Any]:
     """The pruning phases, shrink, evaluation, save and report of a structured run, on an open :class:`Run`
-    whose dense reference is done.
+    whose dense reference is done. ``shrinker``: the method class (``MethodEntry.shrinks``); its
+    ``shrink_schedule(recipe)`` says how the budget is spent, ``from_config`` builds step 1 and ``block_step``
+    the block step.
 
     Under ``torchrun`` every rank trains (the method's scores and thresholds are all-reduced with the
     weights, so every rank finalizes the same masks and shrinks to the same shapes); only rank 0 writes, and
@@ -74,10 +76,8 @@ def run_structured(run: Run, dense_scores: dict[str, dict[str, float]]) -> dict[
     m, method_name = recipe.mlpruning, recipe.prune.method
     layers = model.config.num_hidden_layers
     dense_weights = kept_encoder_weights(model)
-    block_stage = method_name == "mlpruning" and m.block_keep < 1
-    block_epochs = (m.block_epochs if m.block_epochs is not None else recipe.prune.epochs / 2) if block_stage else 0.0
-    finetune_epochs = m.finetune_epochs if method_name == "mlpruning" and not block_stage else 0.0
-    first_epochs = recipe.prune.epochs - block_epochs - finetune_epochs
+    plan = shrinker.shrink_schedule(recipe)
+    block_stage = plan.block_epochs > 0
     warnings: list[str] = []
     structure: list[dict[str, int]] = []
 
@@ -85,7 +85,7 @@ def run_structured(run: Run, dense_scores: dict[str, dict[str, float]]) -> dict[
         return run.train(student, key, run.settings(epochs, recipe.prune.lr), method, distiller)
 
     # -- step 1: choose heads/units (and rows), then shrink -----------------------------------------------
-    key = f"phase0-{method_name}-{'head-row' if method_name == 'mlpruning' else 'one-shot'}"
+    key = f"phase0-{method_name}-{plan.step}"
     snapshot = out / "checkpoints" / key
     done = state.done(key)
     teacher = model if done else copy.deepcopy(model)  # the dense fine-tuned model
@@ -95,15 +95,13 @@ def run_structured(run: Run, dense_scores: dict[str, dict[str, float]]) -> dict[
         warnings += done.get("warnings", [])
     else:
         targets = resolve_targets(model)
-        if method_name == "mlpruning":
-            method = MLPruner(m.target / m.block_keep, level="head_row", block_size=m.block_size,
-                              threshold_init=m.threshold_init, score_lr=m.score_lr, align=m.align)
-            distiller = mlpruning_distiller(_eager(teacher), layers, recipe, attention=m.attention_weight > 0) \
+        method = shrinker.from_config(recipe)
+        if plan.first_epochs > 0:
+            distiller = mlpruning_distiller(_eager(teacher), layers, recipe, attention=plan.attention_distill) \
                 if m.distill else None
             method.attach(_eager(model), targets)
-            result = train(model, key, method, distiller, first_epochs)
+            result = train(model, key, method, distiller, plan.first_epochs)
         else:
-            method = L1StructuredPruner(m.target, align=m.align)
             method.attach(model, targets)
             result = PhaseResult(name=key)
         method.finalize()
@@ -124,9 +122,8 @@ def run_structured(run: Run, dense_scores: dict[str, dict[str, float]]) -> dict[
 
     # -- step 2: block pruning of the shrunk model (MLPruning), or retraining it (the L1 baseline, and
     # MLPruning's optional fine-tune after the head/row step) --------------------------------------------
-    retrain_epochs = recipe.prune.epochs if method_name == "l1-structured" else finetune_epochs
-    if block_stage or retrain_epochs > 0:
-        key = f"phase1-{'mlpruning-block' if block_stage else 'retrain'}"
+    if block_stage or plan.retrain_epochs > 0:
+        key = f"phase1-{method_name}-block" if block_stage else "phase1-retrain"
         snapshot = out / "checkpoints" / key
         done = state.done(key)
         if done:
@@ -136,17 +133,16 @@ def run_structured(run: Run, dense_scores: dict[str, dict[str, float]]) -> dict[
             if block_stage:
                 # rows padded to a block multiple are stored but zero: aim at the target of the *dense* weights
                 keep = min(1.0, m.target * dense_weights / kept_encoder_weights(shrunk))
-                method = MLPruner(keep, level="block", block_size=m.block_size,
-                                  threshold_init=m.threshold_init, score_lr=m.score_lr)
-                distiller = mlpruning_distiller(copy.deepcopy(shrunk), layers, recipe, attention=m.attention_weight > 0) \
+                method = shrinker.block_step(recipe, keep)
+                distiller = mlpruning_distiller(copy.deepcopy(shrunk), layers, recipe, attention=plan.attention_distill) \
                     if m.distill else None
                 method.attach(shrunk, resolve_targets(shrunk))
-                result = train(shrunk, key, method, distiller, block_epochs)
+                result = train(shrunk, key, method, distiller, plan.block_epochs)
                 method.finalize()
                 result.method_history = list(method.history)
             else:
                 distiller = mlpruning_distiller(teacher, layers, recipe, attention=False) if m.distill else None
-                result = train(shrunk, key, None, distiller, retrain_epochs)
+                result = train(shrunk, key, None, distiller, plan.retrain_epochs)
             save(shrunk, snapshot, {"method": method_name, "step": key})
             state.mark(key, {"phase": result.to_dict()})
             log(f"{key}: {result.steps} steps in {result.wall_time_s:.0f}s")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
-from typing import Any
+from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
@@ -54,6 +55,40 @@ MAX_EVAL = typer.Option(None, help="Use at most this many dev/test examples.")
 MAX_LENGTH = typer.Option(None, help="Max tokens per example (default 64).")
 SEED = typer.Option(None, help="Random seed (default 0).")
 DENSE_LR = typer.Option(None, help="Learning rate of the dense fine-tune.")
+#: The model and data options of the commands that train (``prune``, ``compare``): name -> option. They are
+#: declared once, here, and added to each command's signature by :func:`with_data_options`.
+DATA_OPTIONS: dict[str, Any] = {
+    "model": typer.Option(None, help="'embedded' (MiniLM-L6, default) or a local model directory."),
+    "data": typer.Option(None, help="'embedded' (movie sentiment, default), a CSV/TSV/JSONL/Parquet file, or a GLUE directory."),
+    "glue_task": typer.Option(None, help="GLUE task when --data is a GLUE directory (e.g. sst2, cola)."),
+    "dev_file": typer.Option(None, help="Dev split file for local data (default: 10% of train)."),
+    "test_file": typer.Option(None, help="Test split file for local data."),
+    "text_column": typer.Option(None, help="Text column of local data (default 'text')."),
+    "text_pair_column": typer.Option(None, help="Second text column for pair tasks."),
+    "label_column": typer.Option(None, help="Label column (default 'label')."),
+    "max_length": MAX_LENGTH, "max_train": MAX_TRAIN, "max_eval": MAX_EVAL,
+}
+_DATA_TYPES = {"max_length": "Optional[int]", "max_train": "Optional[int]", "max_eval": "Optional[int]"}
+
+
+def with_data_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give ``command`` the model and data options after its ``recipe`` parameter; they reach it as keyword
+    arguments (its ``**data``). Typer reads the signature, so each command need not spell them out."""
+    signature = inspect.signature(command)
+    params = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    at = [p.name for p in params].index("recipe") + 1
+    shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
+                                annotation=Optional[int] if name in _DATA_TYPES else Optional[str])
+              for name, option in DATA_OPTIONS.items()]
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params]
+    command.__signature__ = signature.replace(parameters=params[:at] + shared + params[at:])  # type: ignore[attr-defined]
+    command.__annotations__ = {**command.__annotations__,
+                               **{name: _DATA_TYPES.get(name, "Optional[str]") for name in DATA_OPTIONS}}
+    return command
+
+
+BATCH_SIZE = typer.Option(None, help="Training batch size (default 32).")
+CHECKPOINT_EVERY = typer.Option(None, help="Steps between resumable checkpoints (default 100).")
 
 
 def fail(exc: PruneformerError) -> None:
@@ -88,6 +123,10 @@ def recipe_overrides(**flags: Any) -> dict[str, Any]:
         "batch_size": ("train", "batch_size"), "checkpoint_every": ("train", "checkpoint_every"),
         "target": ("mlpruning", "target"), "block_size": ("mlpruning", "block_size"),
         "block_keep": ("mlpruning", "block_keep"), "align": ("mlpruning", "align"),
+        "candidates": ("compare", "candidates"), "seeds": ("compare", "seeds"), "max_drop": ("compare", "max_drop"),
+        "jobs": ("compare", "jobs"), "threads": ("compare", "threads"), "latency_batch": ("compare", "latency_batch"),
+        "latency_length": ("compare", "latency_length"), "latency_threads": ("compare", "latency_threads"),
+        "rounds": ("compare", "rounds"), "onnx": ("compare", "onnx"),
     }
     nested: dict[str, Any] = {}
     for key, value in flags.items():

@@ -3,30 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
 from ..errors import PruneformerError
 from ..runs import describe_methods, oneshot_names
-from .app import (DENSE_LR, MAX_EVAL, MAX_LENGTH, MAX_TRAIN, QUIET, RESUME, SEED, TRUST_PICKLE, app, console, fail,
-                  recipe_overrides)
+from .app import (BATCH_SIZE, CHECKPOINT_EVERY, DENSE_LR, MAX_EVAL, MAX_LENGTH, MAX_TRAIN, QUIET, RESUME, SEED, TRUST_PICKLE,
+                  app, console, fail, recipe_overrides, with_data_options)
 
 
 @app.command()
+@with_data_options
 def prune(
     recipe: Optional[Path] = typer.Option(None, "--recipe", "-r", help="YAML recipe; flags override its fields."),
-    model: Optional[str] = typer.Option(None, help="'embedded' (MiniLM-L6, default) or a local model directory."),
-    data: Optional[str] = typer.Option(None, help="'embedded' (movie sentiment, default), a CSV/TSV/JSONL/Parquet file, or a GLUE directory."),
-    glue_task: Optional[str] = typer.Option(None, help="GLUE task when --data is a GLUE directory (e.g. sst2, cola)."),
-    dev_file: Optional[str] = typer.Option(None, help="Dev split file for local data (default: 10% of train)."),
-    test_file: Optional[str] = typer.Option(None, help="Test split file for local data."),
-    text_column: Optional[str] = typer.Option(None, help="Text column of local data (default 'text')."),
-    text_pair_column: Optional[str] = typer.Option(None, help="Second text column for pair tasks."),
-    label_column: Optional[str] = typer.Option(None, help="Label column (default 'label')."),
-    max_length: Optional[int] = MAX_LENGTH,
-    max_train: Optional[int] = MAX_TRAIN,
-    max_eval: Optional[int] = MAX_EVAL,
     method: Optional[str] = typer.Option(None, help=f"{describe_methods()} (default srste)."),
     pattern: Optional[str] = typer.Option(None, help="2:4, 1:4, 4:8 (N:M along inputs), 4x4:8 (blocks), 50% or 50%:global."),
     epochs: Optional[float] = typer.Option(None, help="Total epochs of the pruning phases (default 2)."),
@@ -48,8 +38,8 @@ def prune(
     lambda_w: Optional[float] = typer.Option(None, help="SR-STE gradient decay lambda_w (with --srste-decay gradient; default 2e-4)."),
     distill: Optional[bool] = typer.Option(None, "--distill/--no-distill", help="Distil from the dense model in the retraining phases."),
     distill_hidden: Optional[float] = typer.Option(None, help="Weight of the hidden-state MSE in distillation (default 0)."),
-    batch_size: Optional[int] = typer.Option(None, help="Training batch size (default 32)."),
-    checkpoint_every: Optional[int] = typer.Option(None, help="Steps between resumable checkpoints (default 100)."),
+    batch_size: Optional[int] = BATCH_SIZE,
+    checkpoint_every: Optional[int] = CHECKPOINT_EVERY,
     target: Optional[float] = typer.Option(None, help="mlpruning / l1-structured: fraction of encoder weights that remains, in (0, 1] (default 0.5)."),
     block_size: Optional[int] = typer.Option(None, help="mlpruning: block size of the block step (default 32)."),
     block_keep: Optional[float] = typer.Option(None, help="mlpruning: share of the shrunk model the block step keeps (default 1: no block step)."),
@@ -59,13 +49,14 @@ def prune(
     resume: bool = RESUME,
     trust_pickle: bool = TRUST_PICKLE,
     quiet: bool = QUIET,
+    **model_and_data: Any,
 ) -> None:
     """Fine-tune dense, prune to a pattern, retrain, and save the model with a report."""
     from ..pipeline import run
     from ..recipe import load_recipe
 
     flags = {k: v for k, v in locals().items() if k not in ("recipe", "resume", "quiet", "run", "load_recipe",
-                                                             "trust_pickle")}
+                                                             "trust_pickle", "model_and_data")} | model_and_data
     try:
         built = load_recipe(recipe, recipe_overrides(**flags))
         run(built, resume=resume, progress=not quiet, log=lambda line: console.print(line, highlight=False),
@@ -92,6 +83,7 @@ def oneshot_cmd(
     save: bool = typer.Option(True, "--save/--no-save", help="Save the pruned model (safetensors) under OUTPUT_DIR/model."),
     output_dir: str = typer.Option("runs/smollm2-oneshot", "--output-dir", "-o", help="Where the model and report go."),
     resume: bool = RESUME,
+    trust_pickle: bool = TRUST_PICKLE,
     quiet: bool = QUIET,
 ) -> None:
     """Prune a decoder LLM (Llama, GPT-2) once with magnitude, Wanda or SparseGPT; report held-out perplexity."""
@@ -101,10 +93,10 @@ def oneshot_cmd(
 
     quiet_library_progress()
     settings = {k: v for k, v in locals().items() if k not in ("quiet", "resume", "run_oneshot", "quiet_library_progress",
-                                                                "build_oneshot_recipe") and v is not None}
+                                                                "build_oneshot_recipe", "trust_pickle") and v is not None}
     try:
         run_oneshot(build_oneshot_recipe(settings), progress=not quiet,
-                    log=lambda line: console.print(line, highlight=False), resume=resume)
+                    log=lambda line: console.print(line, highlight=False), resume=resume, trust_pickle=trust_pickle)
     except PruneformerError as exc:
         fail(exc)
 

@@ -12,12 +12,12 @@ fixed, or equivalently on the physically shrunk model) is the pipeline's job.
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from ..structure import LayerPlan, check_compressible
+from ..structure import LayerPlan, ShrinkSchedule, check_compressible
 from ..targets import Target
 from .base import PruningMethod
 from .mlpruning import aligned_count, kept_indices
@@ -28,11 +28,21 @@ class L1StructuredPruner(PruningMethod):
 
     name: ClassVar[str] = "l1-structured"
 
+    trains: ClassVar[bool] = False
+
     @staticmethod
     def check_model(model: nn.Module, recipe: object) -> None:
         """Fail before any training when the model cannot be physically shrunk."""
         check_compressible(model)
-    trains: ClassVar[bool] = False
+
+    @staticmethod
+    def shrink_schedule(recipe: Any) -> ShrinkSchedule:
+        """One-shot choice, then the whole budget retraining the shrunk model."""
+        return ShrinkSchedule("one-shot", 0.0, retrain_epochs=recipe.prune.epochs)
+
+    @classmethod
+    def from_config(cls, recipe: Any, masks: Any = None, steps: int = 0) -> "L1StructuredPruner":
+        return cls(recipe.mlpruning.target, align=recipe.mlpruning.align)
 
     def __init__(self, target: float, align: int = 16) -> None:
         if not 0 < target <= 1:

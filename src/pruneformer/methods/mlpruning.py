@@ -37,7 +37,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..errors import PatternError
-from ..structure import LayerPlan, check_compressible
+from ..structure import LayerPlan, ShrinkSchedule, check_compressible
 from ..targets import Target
 from .base import PruningMethod
 
@@ -135,6 +135,28 @@ class MLPruner(PruningMethod):
                 if size % m.block_size:
                     raise PatternError(f"Block size {m.block_size} does not divide {what} ({size}) of this model's "
                                        "layers.", "choose a block size that divides it, e.g. 16 or 32 (mlpruning.block_size)")
+
+    @staticmethod
+    def shrink_schedule(recipe: Any) -> ShrinkSchedule:
+        """Head + row step, then a block step of the shrunk model (``mlpruning.block_keep`` < 1) or an
+        optional fine-tune of it (``mlpruning.finetune_epochs``)."""
+        m, budget = recipe.mlpruning, recipe.prune.epochs
+        block = (m.block_epochs if m.block_epochs is not None else budget / 2) if m.block_keep < 1 else 0.0
+        finetune = m.finetune_epochs if m.block_keep >= 1 else 0.0
+        return ShrinkSchedule("head-row", budget - block - finetune, block, finetune, m.attention_weight > 0)
+
+    @classmethod
+    def from_config(cls, recipe: Any, masks: Any = None, steps: int = 0) -> "MLPruner":
+        """The head + row step; it aims at ``target / block_keep`` so that the block step ends at ``target``."""
+        m = recipe.mlpruning
+        return cls(m.target / m.block_keep, level="head_row", block_size=m.block_size,
+                   threshold_init=m.threshold_init, score_lr=m.score_lr, align=m.align)
+
+    @classmethod
+    def block_step(cls, recipe: Any, keep: float) -> "MLPruner":
+        """The block step of the shrunk model, keeping ``keep`` of its weights."""
+        m = recipe.mlpruning
+        return cls(keep, level="block", block_size=m.block_size, threshold_init=m.threshold_init, score_lr=m.score_lr)
 
     def __init__(
         self,

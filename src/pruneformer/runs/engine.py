@@ -141,6 +141,29 @@ class Run:
                            else None, resume=self.resume, callbacks=self.callbacks, trust_pickle=self.trust_pickle)
 
 
+def refuse_finished_run(out: Path, resume: bool) -> None:
+    """One line, before any work, when ``out`` holds a run and ``resume`` is off."""
+    if (out / STATE_FILE).is_file() and not resume:
+        raise PruneformerError(f"Output directory '{out}' already holds a run.",
+                               "pass --resume to continue it, or choose another --output-dir")
+
+
+def claim_output_dir(out: Path, resume: bool, recipe_yaml: str) -> RunState:
+    """A run's output directory, claimed: refused if it holds a run and ``resume`` is off; ``checkpoints/`` and
+    ``recipe.yaml`` written by rank 0 once every rank has looked. Every command's runner starts here."""
+    world = current_world()
+    refuse_finished_run(out, resume)
+    world.barrier()  # every rank has looked before rank 0 writes
+    if world.is_main:
+        try:
+            (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+            (out / "recipe.yaml").write_text(recipe_yaml)
+        except OSError as exc:
+            raise PruneformerError(f"Cannot write the output directory '{out}': {exc.strerror or exc}.",
+                                   "choose another --output-dir") from None
+    return RunState(out, write=world.is_main)
+
+
 def open_run(recipe: Any, resume: bool = False, progress: bool = True, log: Callable[[str], None] = print,
              callbacks=(), trust_pickle: bool = False) -> Run:
     """Check and claim the output directory, seed, load the data and the model; fail before any training.
@@ -153,19 +176,8 @@ def open_run(recipe: Any, resume: bool = False, progress: bool = True, log: Call
     if not world.is_main:
         log = silent_log
     out = Path(recipe.output_dir)
-    if (out / STATE_FILE).is_file() and not resume:
-        raise PruneformerError(f"Output directory '{out}' already holds a run.",
-                               "pass --resume to continue it, or choose another --output-dir")
-    world.barrier()  # every rank has looked before rank 0 writes
-    if world.is_main:
-        try:
-            (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-            (out / "recipe.yaml").write_text(recipe_to_yaml(recipe))
-        except OSError as exc:
-            raise PruneformerError(f"Cannot write the output directory '{out}': {exc.strerror or exc}.",
-                                   "choose another --output-dir") from None
-    run = Run(recipe, out, RunState(out, write=world.is_main), log, progress, resume, callbacks, trust_pickle,
-              time.perf_counter())
+    state = claim_output_dir(out, resume, recipe_to_yaml(recipe))
+    run = Run(recipe, out, state, log, progress, resume, callbacks, trust_pickle, time.perf_counter())
     set_seed(recipe.seed)
     with world.main_first():  # one rank fetches and caches the data, the others read the cache
         run.bundle = prepare_data(recipe.data, recipe.seed)

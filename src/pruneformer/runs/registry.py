@@ -42,9 +42,9 @@ class MethodEntry:
 
     ``phases(recipe)`` lists the stages after the dense fine-tune (retraining schedules share
     ``prune.epochs`` and one lr schedule). ``prunes`` is False for ``dense`` alone; ``distills`` says whether
-    ``distill.enabled`` applies; ``shrinks`` routes the run to the structured stages (prune -> physical
-    shrink -> block step or retrain); ``check(model, recipe)`` fails before any training when the model
-    cannot be pruned this way.
+    ``distill.enabled`` applies; ``shrinks`` names the structured method class whose ``shrink_schedule``,
+    ``from_config`` (and ``block_step``) the structured stages run (prune -> physical shrink -> block step or
+    retrain); ``check(model, recipe)`` fails before any training when the model cannot be pruned this way.
     """
 
     name: str
@@ -52,7 +52,7 @@ class MethodEntry:
     phases: Callable[[Any], list[Phase]] = lambda recipe: []
     prunes: bool = True
     distills: bool = True
-    shrinks: bool = False
+    shrinks: type[PruningMethod] | None = None
     check: Callable[[nn.Module, Any], None] | None = None
 
 
@@ -108,9 +108,9 @@ for _entry in (
     MethodEntry("srste", "SR-STE (sparse-refined straight-through estimator)", phases=_retrain("srste", SRSTEPruner)),
     MethodEntry("admm", "ADMM, then masked retraining", phases=_admm_then("masked", MaskedFineTuner)),
     MethodEntry("admm-srste", "ADMM, then SR-STE", phases=_admm_then("srste", SRSTEPruner)),
-    MethodEntry("mlpruning", "MLPruning heads/rows (+ blocks), physically shrunk", shrinks=True,
+    MethodEntry("mlpruning", "MLPruning heads/rows (+ blocks), physically shrunk", shrinks=MLPruner,
                 check=MLPruner.check_model),
-    MethodEntry("l1-structured", "L1 heads and FFN units, shrunk, retrained", shrinks=True,
+    MethodEntry("l1-structured", "L1 heads and FFN units, shrunk, retrained", shrinks=L1StructuredPruner,
                 check=L1StructuredPruner.check_model),
 ):
     register_method(_entry)
