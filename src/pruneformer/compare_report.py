@@ -36,7 +36,7 @@ def onnx_dir(model_dir: str | Path) -> Path:
     return model_dir.with_name(model_dir.name + "-onnx")
 
 
-def _export(model_dir: str, log: Callable[[str], None], trust_pickle: bool) -> Path:
+def _export(model_dir: str, trust_pickle: bool) -> Path:
     from .export import export_model
 
     out = onnx_dir(model_dir)
@@ -71,7 +71,7 @@ def measure_latency(recipe: Any, records: Sequence[dict], bundle: Any, log: Call
             tokenizer = tok
             tokenized = tokenize_bundle(bundle, tokenizer, recipe.data.max_length)
         try:
-            out = _export(record["model_dir"], log, trust_pickle)
+            out = _export(record["model_dir"], trust_pickle)
         except PruneformerError as exc:  # e.g. a model type ONNX export does not cover: time it in PyTorch only
             errors[record["label"]] = str(exc)
             log(f"warning: {record['label']} not exported: {exc}")
@@ -127,7 +127,9 @@ def summarise(recipe: Any, records: Sequence[dict], latency: dict, candidates: S
     split = "test" if all(r["scores"].get("test") for r in records) else "dev"
     dense = {r["seed"]: 100 * r["scores"][split][metric] for r in records if r["label"] == "dense"}
     rows, deployments = [], []
-    dense_label = next(r for r in records if r["label"] == "dense")
+    dense_record = next(r for r in records if r["label"] == "dense")
+    times = latency.get("median_s") or latency["timing_s"]  # the median: one lucky round decides nothing
+    base = times.get(f"dense | {PYTORCH}")
     for label in ["dense"] + [x.label for x in candidates if x.label != "dense"]:
         mine = sorted((r for r in records if r["label"] == label), key=lambda r: r["seed"])
         if not mine:
@@ -139,11 +141,9 @@ def summarise(recipe: Any, records: Sequence[dict], latency: dict, candidates: S
         size = first["size"]
         row = {"label": label, "kind": first.get("candidate", {}).get("kind", "dense"), "seeds": [r["seed"] for r in mine],
                "accuracy": _mean_std(acc), "dev": _mean_std(dev), "drop": _mean_std(drops),
-               "encoder_kept": size["encoder_nonzero"] / dense_label["size"]["encoder_nonzero"],
+               "encoder_kept": size["encoder_nonzero"] / dense_record["size"]["encoder_nonzero"],
                "stored_parameters": size["stored_parameters"], "file_bytes": size["file_bytes"],
                "wall_s": sum(r["wall_s"] for r in mine), "latency_s": {}, "speedup": {}}
-        times = latency.get("median_s") or latency["timing_s"]  # the median: one lucky round decides nothing
-        base = times.get(f"dense | {PYTORCH}")
         int8 = latency["int8_scores"].get(label)
         first_acc = 100 * first["scores"][split][metric]
         for runtime in (PYTORCH, ORT_FP32, ORT_INT8):
@@ -170,8 +170,7 @@ def summarise(recipe: Any, records: Sequence[dict], latency: dict, candidates: S
               "size": pareto_front([d for d in deployments if d["size_bytes"]], "size_bytes")}
     summary = {"metric": metric, "split": split, "max_drop": c.max_drop, "seeds": c.seeds, "rows": rows,
                "deployments": deployments, "pareto": {k: [(d["label"], d["runtime"]) for d in v] for k, v in fronts.items()},
-               "latency": {k: v for k, v in latency.items() if k not in ("timing_s", "median_s")} | {
-                   "timing_s": latency["timing_s"], "median_s": latency["median_s"]},
+               "latency": dict(latency),
                "budget_epochs": recipe.prune.epochs, "dense_epochs": recipe.dense.epochs, "wall": wall,
                "nm_note": NM_NOTE if any(r["kind"] == "pattern" for r in rows) else None,
                "recipe": recipe.model_dump(mode="json")}

@@ -28,13 +28,13 @@ from safetensors import safe_open
 from torch import nn
 
 from ..errors import PruneformerError, RecipeError
-from ..recipe import Recipe, build_recipe
+from ..recipe import Recipe, build_recipe, recipe_to_yaml
 from ..patterns import parse_pattern
 from ..structure import check_compressible
 from ..targets import resolve_targets
 from .candidates import SPP, Candidate, parse_candidates
 from .registry import method_entry
-from .engine import RunState, prepare_data, quiet_library_progress
+from .engine import STATE_FILE, RunState, claim_output_dir, prepare_data, quiet_library_progress
 
 COMPARE_STATE = "compare_state.json"
 DENSE = Candidate("dense", "dense")
@@ -50,23 +50,15 @@ def signature(recipe: Recipe) -> dict[str, Any]:
 def open_compare(recipe: Recipe, resume: bool) -> RunState:
     """Claim the output directory (or reopen it with ``resume``); refuses one made for other model or data."""
     out = Path(recipe.output_dir)
-    state = RunState(out, name=COMPARE_STATE)
     mine = signature(recipe)
-    if state.path.is_file():
-        if not resume:
-            raise PruneformerError(f"Output directory '{out}' already holds a compare.",
-                                   "pass --resume to continue it, or choose another --output-dir")
-        theirs = state.data.get("signature", {})
+    if resume and (out / COMPARE_STATE).is_file():
+        theirs = RunState(out, name=COMPARE_STATE).data.get("signature", {})
         if theirs != mine:
             differs = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
             raise RecipeError(f"Compare directory '{out}' was made for another model, data or budget (differs in: "
                               f"{', '.join(differs)}).", "rerun with the settings it was made with, or choose "
                               "another --output-dir")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PruneformerError(f"Cannot write the output directory '{out}': {exc.strerror or exc}.",
-                               "choose another --output-dir") from None
+    state = claim_output_dir(out, resume, recipe_to_yaml(recipe), COMPARE_STATE, subdirs=())
     state.data["signature"] = mine
     return state
 
@@ -175,11 +167,11 @@ def run_unit(unit: dict[str, Any], threads: int | None = None, progress: bool = 
         else:
             recipe = candidate_recipe(build_recipe(unit["base"]), candidates[0], unit["seed"], directory,
                                       dense_model_dir(Path(unit["dense_dir"])))
-        resume = (directory / "run_state.json").is_file()
+        resume = (directory / STATE_FILE).is_file()
         if candidates[0].kind != "spp":
             report = run(recipe, resume=resume, progress=progress, log=log, callbacks=callbacks,
                          trust_pickle=trust_pickle)
-            rows = [(candidates[0], report["pruned"], report["model_dir"])]
+            rows = [(candidates[0], report["pruned"], report["model_dir"], {"wall_s": time.perf_counter() - started})]
         else:
             if not (directory / "model" / PATH_FILE).is_file():
                 search(recipe, progress=progress, log=log, resume=resume, callbacks=callbacks,
@@ -191,8 +183,6 @@ def run_unit(unit: dict[str, Any], threads: int | None = None, progress: bool = 
                     for c, row in zip(candidates, cuts)]
     except PruneformerError as exc:
         return [{"label": candidates[0].label, "seed": unit["seed"], "error": str(exc)}]
-    if candidates[0].kind != "spp":
-        rows = [(c, scores, md, {"wall_s": time.perf_counter() - started}) for c, scores, md in rows]
     return [{"label": c.label, "candidate": c.to_dict(), "seed": unit["seed"], "scores": scores, "model_dir": str(md),
              "size": model_size(Path(md)), **walls} for c, scores, md, walls in rows]
 
@@ -289,7 +279,3 @@ def latency_settings(recipe: Recipe) -> dict[str, Any]:
     return {"batch": c.latency_batch, "length": c.latency_length, "threads": c.latency_threads, "rounds": c.rounds,
             "onnx": c.onnx}
 
-
-def load_summary(directory: str | Path) -> dict[str, Any]:
-    """A finished compare's summary (``compare.json``)."""
-    return json.loads((Path(directory) / "compare.json").read_text())

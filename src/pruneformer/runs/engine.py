@@ -141,27 +141,31 @@ class Run:
                            else None, resume=self.resume, callbacks=self.callbacks, trust_pickle=self.trust_pickle)
 
 
-def refuse_finished_run(out: Path, resume: bool) -> None:
-    """One line, before any work, when ``out`` holds a run and ``resume`` is off."""
-    if (out / STATE_FILE).is_file() and not resume:
-        raise PruneformerError(f"Output directory '{out}' already holds a run.",
+def refuse_finished_run(out: Path, resume: bool, state_name: str = STATE_FILE) -> None:
+    """One line, before any work, when ``out`` holds a run (its ``state_name`` file) and ``resume`` is off."""
+    if (out / state_name).is_file() and not resume:
+        raise PruneformerError(f"Output directory '{out}' already holds a run ({state_name}).",
                                "pass --resume to continue it, or choose another --output-dir")
 
 
-def claim_output_dir(out: Path, resume: bool, recipe_yaml: str) -> RunState:
-    """A run's output directory, claimed: refused if it holds a run and ``resume`` is off; ``checkpoints/`` and
-    ``recipe.yaml`` written by rank 0 once every rank has looked. Every command's runner starts here."""
+def claim_output_dir(out: Path, resume: bool, recipe_yaml: str, state_name: str = STATE_FILE,
+                     subdirs: tuple[str, ...] = ("checkpoints",)) -> RunState:
+    """A run's output directory, claimed: refused if it holds a run and ``resume`` is off; ``subdirs`` and
+    ``recipe.yaml`` written by rank 0 once every rank has looked. Every command's runner starts here
+    (``compare`` too, with its own state file and no checkpoints of its own)."""
     world = current_world()
-    refuse_finished_run(out, resume)
+    refuse_finished_run(out, resume, state_name)
     world.barrier()  # every rank has looked before rank 0 writes
     if world.is_main:
         try:
-            (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+            out.mkdir(parents=True, exist_ok=True)
+            for sub in subdirs:
+                (out / sub).mkdir(exist_ok=True)
             (out / "recipe.yaml").write_text(recipe_yaml)
         except OSError as exc:
             raise PruneformerError(f"Cannot write the output directory '{out}': {exc.strerror or exc}.",
                                    "choose another --output-dir") from None
-    return RunState(out, write=world.is_main)
+    return RunState(out, write=world.is_main, name=state_name)
 
 
 def open_run(recipe: Any, resume: bool = False, progress: bool = True, log: Callable[[str], None] = print,
