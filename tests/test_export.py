@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -105,6 +106,22 @@ def test_onnx_runtime_matches_pytorch(kind, saved, exported):
         assert np.abs(got - expected).max() < 1e-4
         assert (got.argmax(-1) == expected.argmax(-1)).all()
     assert (directory / "tokenizer.json").is_file() or (directory / "vocab.txt").is_file()
+
+
+def test_profiled_session_traces_every_node(exported, tmp_path, monkeypatch):
+    """``session(profile=True)`` (benchmarks/int8_floor.py) records kernel times per node, outside the cwd."""
+    monkeypatch.chdir(tmp_path)
+    directory, _ = exported["shrunk"]
+    sess = session(directory / "model.int8.onnx", threads=1, profile=True)
+    batch = random_batch(4, 2, 9)
+    sess.run(None, {k: v.numpy() for k, v in batch.items()})
+    trace = Path(sess.end_profiling())
+    events = [e for e in json.loads(trace.read_text()) if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+    trace.unlink()
+    assert not list(tmp_path.iterdir())
+    ops = [e["args"]["op_name"] for e in events]
+    assert ops.count("Attention") == 2 and {"MatMulIntegerToFloat", "DynamicQuantizeMatMul"} & set(ops)
+    assert all(e["dur"] >= 0 for e in events)
 
 
 def test_int8_quantization_keeps_chosen_layers_in_fp32(saved, exported):

@@ -11,6 +11,7 @@ take either kind of model.
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -35,12 +36,13 @@ TOLERANCE = 1e-4
 DISABLED_FUSIONS = ("SkipLayerNormFusion",)
 
 
-def session(path: str | Path, threads: int | None = None, spin: bool = True):
+def session(path: str | Path, threads: int | None = None, spin: bool = True, profile: bool = False):
     """An ONNX Runtime CPU session (all graph optimizations on but :data:`DISABLED_FUSIONS`), with
     ``threads`` intra-op threads.
 
     ``spin=False`` stops idle worker threads from busy-waiting after a run: a benchmark that interleaves
     several sessions and PyTorch on few cores would otherwise charge one model's spinning to the next.
+    ``profile=True`` records every node's kernel time (``session.end_profiling()`` writes the JSON trace).
     """
     import onnxruntime as ort
 
@@ -51,6 +53,9 @@ def session(path: str | Path, threads: int | None = None, spin: bool = True):
         options.inter_op_num_threads = 1
     if not spin:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if profile:  # the trace goes to the temporary directory, not the caller's working directory
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(tempfile.gettempdir()) / "pruneformer-ort-profile")
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
                                     disabled_optimizers=list(DISABLED_FUSIONS))
