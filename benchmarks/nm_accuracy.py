@@ -344,6 +344,8 @@ def main() -> None:
         """A dense model recorded in the results but not on this disk (a sweep moved to another machine)."""
         return job["variant"] == "dense" and not (dense_root / f"seed{job['seed']}" / "dense" / "model").is_dir()
 
+    sweep_hardware = hardware_line(args.jobs, args.threads)
+
     def execute(batch: list[dict]) -> None:
         todo, seen = [], set()
         for job in batch:
@@ -365,6 +367,7 @@ def main() -> None:
                     continue
                 if run_key(record) in done:  # a dense model retrained on this disk: keep the first record
                     continue
+                record["hardware"] = sweep_hardware  # an interrupted sweep's report can still name its machine
                 records.append(record)
                 done.add(run_key(record))
                 with log_path.open("a") as handle:
@@ -375,7 +378,9 @@ def main() -> None:
     previous = results / f"nm_accuracy-{name}.json"
     previous = json.loads(previous.read_text()) if previous.is_file() else {}
     if args.report_only:  # the sweep's own hardware line and timing, not this machine's
-        timing, hardware = previous.get("timing"), previous.get("hardware", "unknown hardware")
+        recorded = next((r["hardware"] for r in reversed(records) if "hardware" in r), None)
+        timing = previous.get("timing")
+        hardware = previous.get("hardware") or recorded or f"{sweep_hardware} (this machine at report time: the runs recorded none)"
     else:
         execute(dense_jobs)  # every other run starts from these
         execute(jobs)
@@ -386,7 +391,8 @@ def main() -> None:
     markdown, payload = summarise(records, name, preset, timing, hardware)
     (results / f"nm_accuracy-{name}.md").write_text(markdown)
     (results / f"nm_accuracy-{name}.json").write_text(json.dumps(payload, indent=2))
-    if any(r["budget"] != preset["budget"] and r["pattern"] == BUDGET_CURVE["pattern"] for r in records):
+    if any(r["budget"] != preset["budget"] and r["pattern"] == BUDGET_CURVE["pattern"]
+           and r["variant"] in BUDGET_CURVE["variants"] for r in records):  # a curve was run (not one-shot rows)
         plot_budget_curve(records, results / f"nm_budget-{name}.png", BUDGET_CURVE["pattern"])
     print(markdown)
 
