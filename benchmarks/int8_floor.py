@@ -38,20 +38,15 @@ GEMM_OPS = {"MatMul", "Gemm", "FusedGemm", "FusedMatMul", "MatMulInteger", "MatM
 
 def profile_by_op(path: Path, shape: tuple[int, int], threads: int, runs: int, vocab: int) -> dict[str, float]:
     """Mean kernel milliseconds per run by operator type, from ONNX Runtime's node profile."""
-    from pruneformer.onnx_runtime import session
+    from pruneformer.onnx_runtime import OnnxClassifier, node_kernel_times
 
-    sess = session(path, threads, spin=False, profile=True)
-    ids = np.random.default_rng(0).integers(min(1000, vocab - 1), vocab, shape).astype(np.int64)
-    feed = {i.name: ids if i.name == "input_ids" else (np.ones_like(ids) if "mask" in i.name else np.zeros_like(ids))
-            for i in sess.get_inputs()}
+    model = OnnxClassifier(path, threads, spin=False, profile=True)
+    ids = torch.from_numpy(np.random.default_rng(0).integers(min(1000, vocab - 1), vocab, shape))
     for _ in range(runs + 1):
-        sess.run(None, feed)
-    trace = Path(sess.end_profiling())
+        model(input_ids=ids, attention_mask=torch.ones_like(ids))
     totals: Counter[str] = Counter()
-    for event in json.loads(trace.read_text()):
-        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
-            totals[event["args"]["op_name"]] += event["dur"]
-    trace.unlink()
+    for op, us in node_kernel_times(model.session):
+        totals[op] += us
     return {op: us / 1000 / (runs + 1) for op, us in totals.most_common()}
 
 
@@ -86,7 +81,6 @@ def gemm_throughput(shapes: list[tuple[int, int]], rows: int, threads: int, runs
             with quiet():
                 quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
             x = np.random.default_rng(1).standard_normal((rows, k)).astype(np.float32)
-            best = {}
             sessions = {"fp32": session(fp32, threads, spin=False), "int8": session(int8, threads, spin=False)}
             times: dict[str, list[float]] = {name: [] for name in sessions}
             for _ in range(runs):  # interleaved, like time_models

@@ -387,7 +387,7 @@ def main() -> None:
         timing = previous.get("timing")
         if not args.no_timing:
             timing = step_time_ratio(dense_root / f"seed{preset['seeds'][0]}" / "dense" / "model")
-        hardware = hardware_line(args.jobs, args.threads)
+        hardware = sweep_hardware
     markdown, payload = summarise(records, name, preset, timing, hardware)
     (results / f"nm_accuracy-{name}.md").write_text(markdown)
     (results / f"nm_accuracy-{name}.json").write_text(json.dumps(payload, indent=2))

@@ -65,6 +65,16 @@ def session(path: str | Path, threads: int | None = None, spin: bool = True, pro
                           "export the model again with `pruneformer export`") from exc
 
 
+def node_kernel_times(sess) -> list[tuple[str, float]]:
+    """(operator type, microseconds) of every node run by a ``session(..., profile=True)`` so far; ends its
+    profiling and deletes the trace file."""
+    trace = Path(sess.end_profiling())
+    events = json.loads(trace.read_text())
+    trace.unlink()
+    return [(e["args"]["op_name"], e["dur"]) for e in events
+            if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+
+
 def run_session(sess, batch: dict[str, torch.Tensor]) -> np.ndarray:
     """Logits of one batch; feeds exactly the inputs the graph declares (int64)."""
     feed = {i.name: batch[i.name].cpu().numpy().astype(np.int64) for i in sess.get_inputs()}
@@ -137,13 +147,13 @@ class OnnxClassifier(nn.Module):
     It has no parameters; ``train()`` / ``eval()`` are accepted and change nothing (the graph is fixed).
     """
 
-    def __init__(self, path: str | Path, threads: int | None = None, spin: bool = True) -> None:
+    def __init__(self, path: str | Path, threads: int | None = None, spin: bool = True, profile: bool = False) -> None:
         super().__init__()
         self.path = Path(path)
         if not self.path.is_file():
             raise ExportError(f"ONNX file '{path}' does not exist.", "pass a file or directory written by "
                               "`pruneformer export`")
-        self.session = session(self.path, threads, spin)
+        self.session = session(self.path, threads, spin, profile)
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
