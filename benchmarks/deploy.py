@@ -36,7 +36,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import structured as structured_bench  # noqa: E402  (benchmarks/structured.py: the same runs and directories)
 
-from pruneformer.latency import cpu_name, time_models  # noqa: E402
+from pruneformer.hardware import cpu_description  # noqa: E402
+from pruneformer.latency import time_models  # noqa: E402
 from pruneformer.report import hardware_summary  # noqa: E402
 
 MODELS = ["dense", "2:4", "mlpruning-0.5", "mlpruning-0.2", "spp-0.5"]
@@ -201,7 +202,7 @@ def latency_all(args, results: dict) -> None:
     timing = time_models(models, SHAPES, args.rounds, vocab)
     results["latency"] = {"timing_s": timing, "rounds": args.rounds, "threads": args.latency_threads,
                           "hardware": hardware_summary(), "load_before": load_before, "load_after": os.getloadavg(),
-                          "cpu": cpu_name()}
+                          "cpu": cpu_description()}
     save(args, results)
 
 
@@ -231,7 +232,7 @@ def report(args, results: dict) -> str:
              f"benchmark; 2:4 = magnitude + {NM_EPOCHS:g} epoch masked retrain; SPP = one {SPP['search_epochs']:g}-epoch "
              f"search on the same dense model, cut at ratio {SPP['ratio']:g}, {SPP['finetune']:g}-epoch fine-tune. "
              "ONNX opset 23 (torch.onnx.export, dynamo), int8 = ONNX Runtime's transformer optimizer, then dynamic "
-             "int8 (MatMul weights QInt8 per tensor, classifier and pooler fp32).", ""]
+             "int8 (MatMul and Gemm weights QInt8 per tensor, the classifier fp32: export's default).", ""]
     acc = results["accuracy"]
     if acc:
         pct = lambda v: f"{100 * v:.1f}"  # noqa: E731

@@ -97,8 +97,9 @@ def gemm_throughput(shapes: list[tuple[int, int]], rows: int, threads: int, runs
 
 
 def main() -> int:
+    from pruneformer.hardware import cpu_description, hardware_record
     from pruneformer.io import load_pruned_model
-    from pruneformer.latency import cpu_name, load_average, time_models
+    from pruneformer.latency import load_average, time_models
     from pruneformer.onnx_runtime import OnnxClassifier
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -134,7 +135,7 @@ def main() -> int:
     needed = gemm_now / (budget - floor) if budget > floor else float("inf")
     result = {
         "candidate": args.candidate, "shape": list(shape), "threads": args.threads, "rounds": args.rounds,
-        "cpu": cpu_name(), "torch": torch.__version__, "load_average": [load_before, load_average()],
+        "cpu": cpu_description(), "machine": hardware_record(), "torch": torch.__version__, "load_average": [load_before, load_average()],
         "dense_pytorch_ms": dense_ms, "int8_ms": int8_ms, "speedup": dense_ms / int8_ms, "median_ms": medians,
         "speedup_median": medians["dense PyTorch fp32"] / medians["int8"], "profile_ms_by_op": by_op,
         "gemm_share": gemm_share, "target": args.target, "budget_ms": budget, "non_gemm_ms": floor,

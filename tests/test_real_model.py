@@ -20,7 +20,7 @@ def test_minilm_admm_2of4_end_to_end(tmp_path):
     out = tmp_path / "minilm"
     result = CliRunner().invoke(app, [
         "prune", "--model", "embedded", "--data", "embedded", "--max-train", "256", "--max-eval", "128",
-        "--dense-epochs", "1", "--epochs", "1", "--admm-interval", "2", "--method", "admm", "--pattern", "2:4",
+        "--dense-epochs", "1", "--dense-lr", "3e-4", "--lr", "1e-4", "--epochs", "1", "--admm-interval", "2", "--method", "admm", "--pattern", "2:4",
         "--quiet", "--output-dir", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
@@ -28,8 +28,24 @@ def test_minilm_admm_2of4_end_to_end(tmp_path):
     assert len(report["layers"]) == 36  # 6 layers x (Q, K, V, O, FFN in, FFN out)
     assert report["all_layers_satisfy_pattern"] is True
     assert report["overall_sparsity"] == pytest.approx(0.5)
-    # 8 training steps leave the model near chance: check the scores exist and are sane, not how good they are
-    assert all(0.0 <= report[k]["dev"]["accuracy"] <= 1.0 for k in ("dense", "pruned"))
+    # the real pretrained weights learn sentiment in 8 steps at lr 3e-4: 0.727 dev measured (AVX2 and scalar
+    # kernels alike) where predicting one class scores 0.469; a loader that scrambled the weights or the
+    # tokenizer would stay near chance
+    assert report["dense"]["dev"]["accuracy"] >= 0.65
+    # the saved 2:4 model, reloaded and scored again on the same 128 dev sentences, gives the report's numbers
+    from transformers import DataCollatorWithPadding
+
+    from pruneformer.data import tokenize_bundle
+    from pruneformer.evaluation import evaluate
+    from pruneformer.io import load_pruned_model
+    from pruneformer.recipe import DataConfig
+    from pruneformer.runs.engine import prepare_data
+
+    model, tokenizer, _ = load_pruned_model(out / "model")
+    bundle = prepare_data(DataConfig(source="embedded", max_train=256, max_eval=128), report["seed"])
+    dev = tokenize_bundle(bundle, tokenizer, 64).dev
+    again = evaluate(model, dev, DataCollatorWithPadding(tokenizer), ["accuracy", "f1"])
+    assert again == pytest.approx(report["pruned"]["dev"], abs=1e-12)
     assert report["admm_step_time_ratio"] is not None
 
     inspected = CliRunner().invoke(app, ["inspect", str(out / "model"), "--json"])

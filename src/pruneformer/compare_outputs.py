@@ -12,6 +12,11 @@ RUNTIMES = (PYTORCH, ORT_FP32, ORT_INT8)
 MARKERS = {PYTORCH: "o", ORT_FP32: "s", ORT_INT8: "^"}
 
 
+def _machine(lat: dict) -> str:
+    """The CPU with its instruction set and threads (records before the ISA was recorded name the CPU only)."""
+    return lat["hardware"] if "machine" in lat else f"{lat['cpu']} ({lat['hardware']}; instruction set not recorded)"
+
+
 def _pm(pair: tuple[float, float] | list[float], n: int) -> str:
     return f"{pair[0]:.2f} ± {pair[1]:.2f}" if n > 1 else f"{pair[0]:.2f}"
 
@@ -44,8 +49,7 @@ def table_markdown(summary: dict[str, Any]) -> str:
                      f"{row['stored_parameters']:,} | {row['file_bytes'] / 1e6:.1f} | {int8} |")
     lines += [
         "", f"CPU latency at batch {batch}, length {length} (seed {lat['seed']}'s models), {lat['threads']} thread(s), "
-        f"median of {lat['rounds']} interleaved rounds (fastest rounds in compare.json), {lat['cpu']} "
-        f"({lat['hardware']}); 1-minute load {_load(lat['load_before'])} before, {_load(lat['load_after'])} after. "
+        f"median of {lat['rounds']} interleaved rounds (fastest rounds in compare.json), {_machine(lat)}; 1-minute load {_load(lat['load_before'])} before, {_load(lat['load_after'])} after. "
         "Speed-up over dense PyTorch fp32 in the same rounds (ms in brackets):", "",
         "| candidate | " + " | ".join(RUNTIMES) + " |", "|---|---|---|---|",
     ]

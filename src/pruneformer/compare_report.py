@@ -20,7 +20,8 @@ import torch
 from .data import tokenize_bundle
 from .errors import PruneformerError
 from .io import load_pruned_model
-from .latency import cpu_name, load_average, time_models
+from .hardware import cpu_description, hardware_record
+from .latency import load_average, time_models
 from .report import hardware_summary
 
 PYTORCH, ORT_FP32, ORT_INT8 = "pytorch fp32", "onnxruntime fp32", "onnxruntime int8"
@@ -89,8 +90,8 @@ def measure_latency(recipe: Any, records: Sequence[dict], bundle: Any, log: Call
     key = f"{shape[0]}x{shape[1]}"
     return {"seed": seed, "shape": list(shape), "threads": threads, "rounds": c.rounds, "timing_s": timing[key],
             "median_s": timing["median"][key], "int8_scores": int8_scores, "onnx_files": files,
-            "export_errors": errors, "load_before": before, "load_after": load_average(), "cpu": cpu_name(),
-            "hardware": hardware_summary()}
+            "export_errors": errors, "load_before": before, "load_after": load_average(), "cpu": cpu_description(),
+            "hardware": hardware_summary(), "machine": hardware_record()}
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:

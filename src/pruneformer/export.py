@@ -270,7 +270,7 @@ def export_model(model_dir: str | Path, output_dir: str | Path, *, fmt: str = "o
         "session": {"disabled_optimizers": list(DISABLED_FUSIONS),
                     "why": "ONNX Runtime's fused SkipLayerNormalization CPU kernel is slower than Add + LayerNormalization"},
     }
-    weights = {ONNX_FILE: linears}
+    weights = {ONNX_FILE: {name: (init, transposed, "fp32") for name, (init, transposed) in linears.items()}}
     dev_split, metrics = dev(tokenizer) if dev is not None else (None, ())
     if dev_split is not None:
         record["check"]["fp32_dev"] = compare(model, session(onnx_path), split_batches(dev_split, tokenizer))
@@ -284,13 +284,15 @@ def export_model(model_dir: str | Path, output_dir: str | Path, *, fmt: str = "o
                             "int8": score(out / INT8_FILE, dev_split, tokenizer, metrics)}
         record["files"]["int8"] = INT8_FILE
         weights[INT8_FILE] = stats.pop("weights")
+        stats["linears"] = {name: {"initializer": init, "transposed": transposed, "dtype": dtype}
+                            for name, (init, transposed, dtype) in sorted(weights[INT8_FILE].items())}
         record["quantization"] = {"type": "dynamic int8 (weights QInt8 per tensor, activations uint8)", **stats}
         (out / QUANTIZATION_FILE).write_text(json.dumps(record["quantization"], indent=2))
         log(f"quantized {out / INT8_FILE} ({(out / INT8_FILE).stat().st_size / 1e6:.1f} MB); fusions "
             f"{stats['fusions']}; dev {stats.get('dev', 'not scored')}")
     # where each targeted Linear's weight is, per file: what `pruneformer inspect` reads
     record["layers"] = [{"layer": t.name, "role": t.role,
-                         "weights": {f: {"initializer": w[t.name][0], "transposed": w[t.name][1]}
+                         "weights": {f: {"initializer": w[t.name][0], "transposed": w[t.name][1], "dtype": w[t.name][2]}
                                      for f, w in weights.items() if t.name in w}}
                         for t in resolve_targets(graph_model) if t.name in linears]
     record["wall_time_s"] = time.perf_counter() - started

@@ -10,19 +10,22 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
 
+from .hardware import hardware_record
+
 
 def time_models(models: Mapping[str, nn.Module], shapes: Sequence[tuple[int, int]], rounds: int,
                 vocab: int) -> dict[str, Any]:
     """Fastest forward time (s) per model and ``(batch, length)`` shape, under ``"BxL"`` keys, and the
-    medians under ``"median"``. Inputs are random token ids without padding, the same for every model."""
+    medians under ``"median"``, and the machine under ``"hardware"`` (:func:`pruneformer.hardware.hardware_record`:
+    int8 and fp32 speed depend on the CPU's instruction set). Inputs are random token ids without padding, the
+    same for every model."""
     generator = torch.Generator().manual_seed(0)
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {"hardware": hardware_record()}
     for batch, length in shapes:
         ids = torch.randint(min(1000, vocab - 1), vocab, (batch, length), generator=generator)
         inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
@@ -38,15 +41,6 @@ def time_models(models: Mapping[str, nn.Module], shapes: Sequence[tuple[int, int
         results[f"{batch}x{length}"] = {name: min(v) for name, v in times.items()}
         results.setdefault("median", {})[f"{batch}x{length}"] = {name: statistics.median(v) for name, v in times.items()}
     return results
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux), for the conditions line of a latency table."""
-    try:
-        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return "unknown CPU"
 
 
 def load_average() -> float | None:

@@ -1,10 +1,10 @@
 """ONNX Runtime's transformer fusions and dynamic int8 quantization of an exported graph.
 
 :func:`quantize_int8` fuses (GELU with its bias, LayerNorm, attention where it matches), checks the fused
-fp32 graph against PyTorch, then turns every MatMul with a constant weight into int8 but those of the
-Linears a user keeps in fp32 (:func:`fp32_linears`: roles, ``classifier``, ``pooler`` or regexes).
-:func:`linear_initializers` finds each Linear's weight in a graph by value, so ``pruneformer inspect`` can
-read what a deployed file holds.
+fp32 graph against PyTorch, then turns every MatMul and Gemm with a constant weight into int8 but those of
+the Linears a user keeps in fp32 (:func:`fp32_linears`: roles, ``classifier``, ``pooler`` or regexes).
+:func:`linear_initializers` (fp32) and :func:`stored_linears` (after quantization) find each Linear's weight in
+a graph by value, so the record and ``pruneformer inspect`` say what a deployed file holds.
 """
 
 from __future__ import annotations
@@ -96,7 +96,8 @@ def fp32_linears(model: nn.Module, selectors: Sequence[str]) -> list[str]:
 
 def quantize_int8(fp32_path: Path, out_path: Path, model: nn.Module, kept: Sequence[str],
                   check: Callable[[Path], dict[str, Any]], tolerance: float = TOLERANCE) -> dict[str, Any]:
-    """ORT's transformer fusions, then dynamic int8 of every MatMul weight but those of the Linears ``kept``.
+    """ORT's transformer fusions, then dynamic int8 of every MatMul and Gemm weight but those of the Linears
+    ``kept``; the record of which Linear is stored how is read back from the quantized graph.
 
     ``check(path)`` compares a graph with PyTorch; the fused fp32 graph must pass it within the tolerance
     (a fusion that changes the numbers is an error), the int8 graph's numbers are recorded.
@@ -118,12 +119,57 @@ def quantize_int8(fp32_path: Path, out_path: Path, model: nn.Module, kept: Seque
         graph = onnx.load(str(fused_path)).graph
         fused_linears = linear_initializers(graph, model)
         excluded_weights = {fused_linears[name][0] for name in kept if name in fused_linears}
-        excluded = [n.name for n in graph.node if n.op_type == "MatMul" and excluded_weights & set(n.input)]
+        # The pooler and the classifier are Gemm nodes; quantize_dynamic first rewrites each Gemm into a MatMul
+        # named "<gemm>_MatMul" (onnxruntime.quantization.onnx_model.replace_gemm_with_matmul), so that is the
+        # name to exclude. The record below is read off the quantized graph, so a rename would be caught.
+        excluded = [name for n in graph.node if excluded_weights & set(n.input)
+                    for name in {"MatMul": [n.name], "Gemm": [n.name, f"{n.name}_MatMul"]}.get(n.op_type, [])]
         quantize_dynamic(str(fused_path), str(out_path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
                          nodes_to_exclude=excluded, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-    names = {init.name for init in onnx.load(str(out_path)).graph.initializer}
-    stored = {module: (f"{w}_quantized" if f"{w}_quantized" in names else w, t) for module, (w, t) in fused_linears.items()}
+    stored = stored_linears(onnx.load(str(out_path)).graph, model)
+    wrongly = sorted(name for name in kept if stored[name][2] != "fp32")
+    if wrongly:
+        raise ExportError(f"ONNX Runtime's quantizer turned {', '.join(wrongly)} into int8 although --keep-fp32 names "
+                          "them.", "export without --keep-fp32 for those layers, and report this model")
     return {"fusions": fusions, "fused_fp32_check": fused_check,
-            "int8_linears": sorted(n for n, (w, _) in stored.items() if w.endswith("_quantized")),
-            "fp32_linears": sorted(n for n, (w, _) in stored.items() if not w.endswith("_quantized")),
+            "int8_linears": sorted(n for n, (_, _, dtype) in stored.items() if dtype == "int8"),
+            "fp32_linears": sorted(n for n, (_, _, dtype) in stored.items() if dtype == "fp32"),
             "weights": stored}
+
+
+def stored_linears(graph, model: nn.Module) -> dict[str, tuple[str, bool, str]]:
+    """Module name of every ``nn.Linear`` -> (its weight's initializer in a quantized graph, whether it is stored
+    transposed, ``"fp32"`` or ``"int8"``), read off the graph by value: an fp32 weight is there exactly, an int8
+    one is a tensor whose dequantized values ``(q - zero_point) * scale`` are within half a step of the weight.
+
+    Why by value, not by name: the quantizer names a MatMul's weight ``<w>_quantized`` but a Gemm's
+    ``<w>_Transposed_quantized``; a record built from names listed Gemm layers as fp32 while they were int8.
+    A Linear found neither way is an error: the record would not say what the file holds.
+    """
+    from onnx import TensorProto, numpy_helper
+
+    found = {name: (init, transposed, "fp32") for name, (init, transposed) in linear_initializers(graph, model).items()}
+    tables = {init.name: init for init in graph.initializer}
+    quantized = [init for init in graph.initializer if init.data_type in (TensorProto.INT8, TensorProto.UINT8)
+                 and len(init.dims) == 2 and init.name.endswith("_quantized")]
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Linear) or not module.weight.numel() or name in found:
+            continue
+        weight = module.weight.detach().cpu().numpy().astype(np.float64)
+        for init in quantized:
+            base = init.name.removesuffix("_quantized")
+            if f"{base}_scale" not in tables or tuple(init.dims) not in (weight.shape, weight.T.shape):
+                continue
+            scale = float(numpy_helper.to_array(tables[f"{base}_scale"]))
+            zero = tables.get(f"{base}_zero_point")
+            q = numpy_helper.to_array(init).astype(np.float64) - (float(numpy_helper.to_array(zero)) if zero else 0.0)
+            for candidate, transposed in ((weight.T, True), (weight, False)):
+                if candidate.shape == q.shape and np.abs(q * scale - candidate).max() <= 0.5 * scale * (1 + 1e-5):
+                    found[name] = (init.name, transposed, "int8")
+                    break
+            if name in found:
+                break
+        if name not in found:
+            raise ExportError(f"The int8 graph holds no weight that matches Linear {name}.",
+                              "export without --quantize, and report this model")
+    return found

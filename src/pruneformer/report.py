@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import platform
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +13,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def hardware_summary() -> str:
-    """The CPU, thread count and torch version, written beside every benchmark number."""
+    """The CPU and its instruction set, thread count and torch version, written beside every benchmark number."""
     import torch
 
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    from .hardware import cpu_description
+
+    return f"{cpu_description()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def _fmt(value: Any) -> str:
