@@ -23,14 +23,15 @@ ISA_FLAGS: tuple[tuple[str, str], ...] = (
 )
 
 
+@lru_cache(maxsize=1)
 def _cpuinfo() -> str:
+    """``/proc/cpuinfo``, read once per process (every latency record asks for it)."""
     try:
         return Path("/proc/cpuinfo").read_text()
     except OSError:
         return ""
 
 
-@lru_cache(maxsize=1)
 def cpu_flags() -> frozenset[str]:
     """The first CPU's feature flags from ``/proc/cpuinfo`` (empty where the OS has none)."""
     for line in _cpuinfo().splitlines():

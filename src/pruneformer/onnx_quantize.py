@@ -146,30 +146,34 @@ def stored_linears(graph, model: nn.Module) -> dict[str, tuple[str, bool, str]]:
     ``<w>_Transposed_quantized``; a record built from names listed Gemm layers as fp32 while they were int8.
     A Linear found neither way is an error: the record would not say what the file holds.
     """
-    from onnx import TensorProto, numpy_helper
+    from onnx import TensorProto
 
     found = {name: (init, transposed, "fp32") for name, (init, transposed) in linear_initializers(graph, model).items()}
     tables = {init.name: init for init in graph.initializer}
     quantized = [init for init in graph.initializer if init.data_type in (TensorProto.INT8, TensorProto.UINT8)
-                 and len(init.dims) == 2 and init.name.endswith("_quantized")]
+                 and len(init.dims) == 2 and init.name.endswith("_quantized")
+                 and f"{init.name.removesuffix('_quantized')}_scale" in tables]
     for name, module in model.named_modules():
         if not isinstance(module, nn.Linear) or not module.weight.numel() or name in found:
             continue
         weight = module.weight.detach().cpu().numpy().astype(np.float64)
-        for init in quantized:
-            base = init.name.removesuffix("_quantized")
-            if f"{base}_scale" not in tables or tuple(init.dims) not in (weight.shape, weight.T.shape):
-                continue
-            scale = float(numpy_helper.to_array(tables[f"{base}_scale"]))
-            zero = tables.get(f"{base}_zero_point")
-            q = numpy_helper.to_array(init).astype(np.float64) - (float(numpy_helper.to_array(zero)) if zero else 0.0)
-            for candidate, transposed in ((weight.T, True), (weight, False)):
-                if candidate.shape == q.shape and np.abs(q * scale - candidate).max() <= 0.5 * scale * (1 + 1e-5):
-                    found[name] = (init.name, transposed, "int8")
-                    break
-            if name in found:
-                break
-        if name not in found:
+        match = next(((init.name, transposed) for init in quantized
+                      for candidate, transposed in ((weight.T, True), (weight, False))
+                      if tuple(init.dims) == candidate.shape and _rounds_to(init, tables, candidate)), None)
+        if match is None:
             raise ExportError(f"The int8 graph holds no weight that matches Linear {name}.",
                               "export without --quantize, and report this model")
+        found[name] = (*match, "int8")
     return found
+
+
+def _rounds_to(init, tables: dict[str, Any], weight: np.ndarray) -> bool:
+    """Whether the int8 initializer ``init``, dequantized with its ``_scale`` and ``_zero_point``
+    (``(q - zero_point) * scale``), is ``weight`` to within half a quantization step."""
+    from onnx import numpy_helper
+
+    base = init.name.removesuffix("_quantized")
+    scale = float(numpy_helper.to_array(tables[f"{base}_scale"]))
+    zero = tables.get(f"{base}_zero_point")
+    q = numpy_helper.to_array(init).astype(np.float64) - (float(numpy_helper.to_array(zero)) if zero else 0.0)
+    return bool(np.abs(q * scale - weight).max() <= 0.5 * scale * (1 + 1e-5))
