@@ -32,12 +32,12 @@ from pruneformer.targets import resolve_targets
 
 HERE = Path(__file__).resolve().parent
 METHODS = list(oneshot_names())  # the registry's one-shot methods
-PATTERNS = ["2:4", "50%"]
-#: preset -> calibration blocks, held-out blocks (None: the whole test split), tokens per block.
+PATTERNS = ["2:4", "4:8", "50%", "60%", "70%"]
+#: preset -> calibration blocks, held-out blocks (None: the whole test split), tokens per block, patterns run.
 PRESETS = {
-    "smoke": dict(calib_samples=4, eval_blocks=4, seq_len=64),
-    "quick": dict(calib_samples=64, eval_blocks=32, seq_len=128),
-    "standard": dict(calib_samples=128, eval_blocks=None, seq_len=128),
+    "smoke": dict(calib_samples=4, eval_blocks=4, seq_len=64, patterns=["2:4", "50%"]),
+    "quick": dict(calib_samples=64, eval_blocks=32, seq_len=128, patterns=["2:4", "50%"]),
+    "standard": dict(calib_samples=128, eval_blocks=None, seq_len=128, patterns=["2:4", "4:8", "60%", "70%"]),
 }
 
 
@@ -48,19 +48,29 @@ def summarise(records: list[dict], name: str, preset: dict, setup: dict) -> tupl
              f"{setup['targets']} target Linears; calibration {setup['calibration']} x {preset['seq_len']} tokens "
              f"from the movie-review train split; held-out {setup['heldout']} x {preset['seq_len']} tokens "
              f"({setup['predicted']} predicted) from its test split; split seed 0, one calibration set "
-             f"(no seed spread); SparseGPT dampening 0.01, block 128; {hardware_summary()}.", "",
-             "Perplexity on the held-out text (lower is better):", "",
-             "| pattern | method | perplexity | vs dense | sparsity | pattern exact | prune time (s) |",
-             "|---|---|---|---|---|---|---|"]
+             f"(no seed spread); SparseGPT and ALPS dampening 0.01, SparseGPT block 128, ALPS rho 0.1 raised by "
+             f"support change, <= 300 iterations; {hardware_summary()}.", "",
+             "Perplexity on the held-out text (lower is better). `vs SparseGPT`: perplexity / SparseGPT's at the "
+             "same pattern. ALPS's last three columns: the mean over the 210 Linears of the relative "
+             "reconstruction error ||X(W - W')||^2 / ||XW||^2 of ALPS, SparseGPT and magnitude on the same "
+             "calibration inputs (those the ALPS-pruned earlier layers produce).", "",
+             "| pattern | method | perplexity | vs dense | vs SparseGPT | sparsity | pattern exact | prune time (s) "
+             "| layer error ALPS / SparseGPT / magnitude |",
+             "|---|---|---|---|---|---|---|---|---|"]
     if dense:
         lines.append(f"| dense | dense | {dense['perplexity']:.2f} | 1.00x | 0 | - | - |")
-    for pattern in PATTERNS:
+    for pattern in [p for p in PATTERNS if any(r["pattern"] == p for r in records)]:
         for method in METHODS:
             r = by_key.get((method, pattern))
             if r:
                 ratio = f"{r['perplexity'] / dense['perplexity']:.2f}x" if dense else "-"
-                lines.append(f"| {pattern} | {method} | {r['perplexity']:.2f} | {ratio} | {r['sparsity']:.4f} | "
-                             f"{'yes' if r['pattern_exact'] else 'NO'} | {r['prune_s']:.0f} |")
+                base = by_key.get(("sparsegpt", pattern))
+                versus = f"{r['perplexity'] / base['perplexity']:.3f}" if base else "-"
+                errors = r.get("reconstruction")
+                errors = (f"{errors['error']:.4f} / {errors['sparsegpt_error']:.4f} / {errors['magnitude_error']:.4f}"
+                          if errors else "")
+                lines.append(f"| {pattern} | {method} | {r['perplexity']:.2f} | {ratio} | {versus} | {r['sparsity']:.4f} "
+                             f"| {'yes' if r['pattern_exact'] else 'NO'} | {r['prune_s']:.0f} | {errors} |")
     return "\n".join(lines) + "\n", {"preset": name, "settings": preset, "setup": setup, "hardware": hardware_summary(),
                                      "records": records}
 
@@ -70,10 +80,11 @@ def main() -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--methods", nargs="*", default=METHODS)
-    parser.add_argument("--patterns", nargs="*", default=PATTERNS)
+    parser.add_argument("--patterns", nargs="*", help="default: the preset's")
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
     preset = PRESETS[args.preset]
+    args.patterns = args.patterns or preset["patterns"]
     results = HERE / "results"
     results.mkdir(parents=True, exist_ok=True)
     log_path = results / f"llm_oneshot-{args.preset}.jsonl"
@@ -118,8 +129,14 @@ def main() -> None:
         entry = {"method": method_name, "pattern": pattern, "sparsity": 0.0, "pattern_exact": None, "prune_s": 0.0}
         if method_name != "dense":
             t1 = time.perf_counter()
-            oneshot(model, build_oneshot_method(method_name, pattern), calibration, targets, args.batch_size)
+            method = build_oneshot_method(method_name, pattern)
+            oneshot(model, method, calibration, targets, args.batch_size, progress=True)
             entry["prune_s"] = time.perf_counter() - t1
+            solved = [row for row in method.history if "error" in row]
+            if solved:  # ALPS: per-layer reconstruction errors (its own, SparseGPT's, magnitude's)
+                entry["reconstruction"] = {key: sum(r[key] for r in solved) / len(solved)
+                                           for key in ("error", "sparsegpt_error", "magnitude_error")}
+                entry["layers"] = solved
             layers = layer_sparsity(targets, parse_pattern(pattern))
             entry.update(sparsity=overall_sparsity(layers), pattern_exact=all(r["satisfies_pattern"] for r in layers))
         t1 = time.perf_counter()

@@ -59,7 +59,15 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "admm-gentle": ("admm", {"admm": {"rho": 2e-3}}),  # a weaker start: room for the mask to move
     "admm-gentler": ("admm", {"admm": {"rho": 5e-4}}),
     "admm-gradient": ("admm", {"admm": {"penalty": "gradient", "rho": 1e-3, "rho_max": 0.1}}),  # the old default
+    # one-shot from calibration (512 training sentences, padding excluded), and the same masks retrained
+    "alps": ("alps", {}),
+    "sparsegpt": ("sparsegpt", {}),
+    "wanda": ("wanda", {}),
+    "alps-retrain": ("alps-retrain", {}),
+    "sparsegpt-retrain": ("sparsegpt-retrain", {}),
 }
+#: methods that do not train after pruning: their rows have budget 0.
+ONE_SHOT = {"magnitude", "alps", "sparsegpt", "wanda"}
 #: in priority order: an interrupted sweep has the rows that matter most for every seed and pattern first.
 DEFAULT_VARIANTS = ["dense", "magnitude", "magnitude-retrain", "admm+kd", "magnitude-retrain+kd", "srste+kd", "admm",
                     "admm-srste+kd", "srste", "magnitude-retrain-1ep"]
@@ -114,18 +122,28 @@ def run_one(job: dict) -> dict:
         recipe["dense"].update(epochs=0.0, checkpoint=str(dense_dir / "model"))
     resume = (out / "run_state.json").is_file()
     started = time.time()
-    report = run(build_recipe(recipe), resume=resume, progress=False, log=lambda line: None)
+    finished = out / "report.json"
+    if method != "dense" and finished.is_file():  # finished, but the sweep stopped before recording it
+        report = json.loads(finished.read_text())  # (its weights may already be discarded: no resume)
+    else:
+        report = run(build_recipe(recipe), resume=resume, progress=False, log=lambda line: None)
     if args.discard_models and method != "dense":  # keep the report, drop the weights (disk on a big sweep)
         for sub in ("checkpoints", "model"):
             shutil.rmtree(out / sub, ignore_errors=True)
     metric = report["primary_metric"]
     record = {"seed": seed, "variant": variant, "method": method, "pattern": "dense" if method == "dense" else pattern,
-              "budget": job["budget"] if method not in ("dense", "magnitude") else 0.0,
+              "budget": job["budget"] if method != "dense" and method not in ONE_SHOT else 0.0,
               "dev": report["pruned"]["dev"][metric], "test": report["pruned"].get("test", {}).get(metric),
               "dense_dev": report["dense"]["dev"][metric], "dense_test": report["dense"].get("test", {}).get(metric),
               "metric": metric, "wall_s": round(time.time() - started, 1),
               "prune_wall_s": sum(p["wall_time_s"] for p in report["phases"] if p["name"] != "dense"),
               "pattern_exact": report["all_layers_satisfy_pattern"]}
+    solved = [row for p in report["phases"] for row in p["method_history"] if "error" in row and "layer" in row]
+    if solved:  # a calibrated one-shot phase: per-layer relative reconstruction errors
+        record["reconstruction"] = {key: statistics.mean(r[key] for r in solved if key in r) for key in
+                                    ("error", "sparsegpt_error", "magnitude_error") if any(key in r for r in solved)}
+        record["reconstruction"]["layers"] = solved
+        record["prune_s"] = sum(p["wall_time_s"] for p in report["phases"] if p["steps"] == 0 and p["name"] != "dense")
     admm = [p for p in report["phases"] if p["name"].endswith("-admm")]
     if admm:
         history = admm[0]["method_history"]
@@ -242,6 +260,21 @@ def summarise(records: list[dict], name: str, preset: dict, timing: dict | None,
             vs = paired_difference(records, key[1], pattern, key[2]) if key[1] != "magnitude-retrain" and pattern != "dense" else ""
             lines.append(f"| {pattern} | {key[1]} | {key[2]:g} | {mean_std([r['test'] for r in rows])} | "
                          f"({mean_std([r['dev'] for r in rows])}) | {vs} | {residual} | {proj} | {agree} | {len(rows)} |")
+    solved = [r for r in records if r.get("reconstruction")]
+    if solved:
+        lines += ["", "Calibrated one-shot rows: mean over the 36 Linears of the relative reconstruction error "
+                      "||X(W - W')||^2 / ||XW||^2 on the calibration inputs (512 training sentences, padding "
+                      "excluded), of the method and, on the same inputs, of SparseGPT and magnitude; mean over seeds.",
+                  "", "| pattern | variant | layer error | SparseGPT's | magnitude's | prune time (s) | n |",
+                  "|---|---|---|---|---|---|---|"]
+        groups: dict[tuple, list[dict]] = {}
+        for r in solved:
+            groups.setdefault((r["pattern"], r["variant"]), []).append(r)
+        for (pattern, variant), rows in sorted(groups.items()):
+            mean = {k: statistics.mean(r["reconstruction"].get(k, float("nan")) for r in rows)
+                    for k in ("error", "sparsegpt_error", "magnitude_error")}
+            lines.append(f"| {pattern} | {variant} | {mean['error']:.4f} | {mean['sparsegpt_error']:.4f} | "
+                         f"{mean['magnitude_error']:.4f} | {statistics.mean(r['prune_s'] for r in rows):.0f} | {len(rows)} |")
     if timing:
         lines += ["", f"Training-step time, the loop's own `train_step`, same batches, interleaved, {timing['device']}, "
                       f"{timing['threads']} thread(s): ADMM / dense = {timing['admm_over_dense']:.3f}, SR-STE / dense = "
@@ -329,7 +362,7 @@ def main() -> None:
     common = {"preset": preset, "root": str(root), "dense_root": str(dense_root), "threads": args.threads,
               "args": {"lr": args.lr, "checkpoint_every": args.checkpoint_every, "discard_models": args.discard_models}}
     dense_jobs = [{**common, "seed": s, "variant": "dense", "pattern": "dense", "budget": 0.0} for s in preset["seeds"]]
-    jobs = [{**common, "seed": s, "variant": v, "pattern": p, "budget": 0.0 if VARIANTS[v][0] == "magnitude" else preset["budget"]}
+    jobs = [{**common, "seed": s, "variant": v, "pattern": p, "budget": 0.0 if VARIANTS[v][0] in ONE_SHOT else preset["budget"]}
             for v in args.variants if v != "dense" for s in preset["seeds"] for p in args.patterns]
     if args.budget_curve:
         c = BUDGET_CURVE

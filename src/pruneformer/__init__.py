@@ -14,6 +14,7 @@ from .errors import PruneformerError
 from .io import load_pruned_model, save_pruned_model
 from .methods import (
     ADMMPruner,
+    ALPSPruner,
     MagnitudePruner,
     MaskedFineTuner,
     PruningMethod,
@@ -26,7 +27,7 @@ from .targets import resolve_targets
 from .version import __version__
 
 __all__ = [
-    "ADMMPruner", "MagnitudePruner", "MaskedFineTuner", "PruneformerError", "PruningMethod", "SRSTEPruner",
+    "ADMMPruner", "ALPSPruner", "MagnitudePruner", "MaskedFineTuner", "PruneformerError", "PruningMethod", "SRSTEPruner",
     "SparseGPTPruner", "WandaPruner",
     "compute_masks", "load_pruned_model", "parse_pattern", "resolve_targets", "save_pruned_model",
 ]

@@ -9,6 +9,10 @@
 Later layers are therefore calibrated on what the pruned earlier layers really produce, and only one
 layer's statistics are alive at a time. The model's own forward is used only to reach the first layer, so
 this works for any architecture whose layer stack :func:`~pruneformer.targets.layer_stack` finds.
+
+Padding never enters a statistic: a batch's ``attention_mask`` selects the tokens each target's inputs are
+taken from (padded sentences of a classifier's task would otherwise add rows of pad-token activations to
+every Gram matrix, weighting the reconstruction towards positions the model never reads).
 """
 
 from __future__ import annotations
@@ -64,6 +68,25 @@ def _with_hidden(args: tuple[Any, ...], kwargs: dict[str, Any], hidden: torch.Te
     return args, {**kwargs, "hidden_states": hidden}
 
 
+def _token_mask(batch: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+    """The batch's real (non-padding) tokens, ``[batch, seq]`` bool, or None when nothing is padded."""
+    mask = batch.get("attention_mask")
+    if mask is None or bool(mask.bool().all()):
+        return None
+    return mask.bool()
+
+
+def _real_tokens(inputs: torch.Tensor, token_mask: torch.Tensor | None) -> torch.Tensor:
+    """A target's inputs ``[tokens, features]`` with the padded positions dropped."""
+    flat = inputs.reshape(-1, inputs.shape[-1])
+    if token_mask is None:
+        return flat
+    if token_mask.numel() != flat.shape[0]:
+        raise PruneformerError(f"Calibration: a layer saw {flat.shape[0]} token positions but the batch's attention "
+                               f"mask has {token_mask.numel()}.", "calibrate on batches of token ids with their mask")
+    return flat[token_mask.reshape(-1).to(flat.device)]
+
+
 @torch.no_grad()
 def prune_layerwise(model: nn.Module, method: PruningMethod, batches: Iterable[Mapping[str, torch.Tensor]],
                     progress: bool = False) -> dict[str, torch.Tensor]:
@@ -72,6 +95,8 @@ def prune_layerwise(model: nn.Module, method: PruningMethod, batches: Iterable[M
     ``method`` must already be attached to ``model``. ``batches`` are model inputs (``input_ids`` and
     optionally ``attention_mask``), e.g. :func:`pruneformer.llm.calibration_batches`.
     """
+    batches = list(batches)
+    token_masks = [_token_mask(batch) for batch in batches]
     by_layer: dict[int, list[Target]] = {}
     for target in method.targets:
         by_layer.setdefault(target.layer, []).append(target)
@@ -86,10 +111,13 @@ def prune_layerwise(model: nn.Module, method: PruningMethod, batches: Iterable[M
         for index in tqdm(range(last + 1), desc=f"{method.name} layers", disable=not progress, leave=False):
             layer = layers[index]
             targets = by_layer.get(index, [])
+            current: list[torch.Tensor | None] = [None]
             handles = [t.module.register_forward_hook(
-                lambda module, args, output, t=t: method.observe(t, args[0])) for t in targets]
+                lambda module, args, output, t=t: method.observe(t, _real_tokens(args[0], current[0])))
+                for t in targets]
             try:
-                for args, kwargs in inputs if targets else ():
+                for (args, kwargs), token_mask in zip(inputs, token_masks) if targets else ():
+                    current[0] = token_mask
                     layer(*args, **kwargs)
             finally:
                 for handle in handles:

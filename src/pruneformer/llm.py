@@ -63,8 +63,8 @@ def _model_source(model: str | Path) -> tuple[Path, str | None]:
         raise ModelError(f"Cannot read {path / 'config.json'}: {exc}.", "re-save the model") from exc
     if model_type not in CAUSAL_LM_TYPES:
         raise ModelError(f"Model type '{model_type or 'unknown'}' in {path} is not a supported decoder LM.",
-                         f"oneshot prunes {' or '.join(CAUSAL_LM_TYPES)} causal LMs; use `pruneformer prune` "
-                         "for encoder classifiers")
+                         f"oneshot prunes {' or '.join(CAUSAL_LM_TYPES)} causal LMs; for an encoder classifier use "
+                         "`pruneformer prune --method alps` (or sparsegpt, wanda, alps-retrain), calibrated on its task")
     return path, None
 
 

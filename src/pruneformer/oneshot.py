@@ -31,7 +31,7 @@ from .targets import Target, resolve_targets
 
 
 def build_oneshot_method(name: str, pattern: Pattern | str, dampening: float = 0.01) -> PruningMethod:
-    """A one-shot method by its registered name (``magnitude``, ``wanda``, ``sparsegpt``)."""
+    """A one-shot method by its registered name (``magnitude``, ``wanda``, ``sparsegpt``, ``alps``)."""
     return oneshot_method(name, pattern, dampening)
 
 
@@ -88,10 +88,12 @@ def run_oneshot(recipe: OneShotRecipe, log: Callable[[str], None] = print, progr
     snapshot = out / "checkpoints" / "pruned.safetensors"
     if state.done("prune"):
         load_model(model, str(snapshot))
+        diagnostics = state.done("prune").get("layer_diagnostics", [])
     else:
         oneshot(model, method, calibration, targets, recipe.batch_size, progress)
         save_model(model, str(snapshot))
-        state.mark("prune", {})
+        diagnostics = [row for row in method.history if "layer" in row]  # ALPS: per-layer solver record
+        state.mark("prune", {"layer_diagnostics": diagnostics})
     wall["prune"] = time.perf_counter() - t1
     layers = layer_sparsity(targets, pattern)
     if not all(r["satisfies_pattern"] for r in layers):
@@ -112,6 +114,7 @@ def run_oneshot(recipe: OneShotRecipe, log: Callable[[str], None] = print, progr
         "pattern": pattern.spec, "dense": dense, "pruned": pruned, "overall_sparsity": overall_sparsity(layers),
         "all_layers_satisfy_pattern": True, "calibration_blocks": len(calibration), "heldout_blocks": len(heldout),
         "seq_len": recipe.seq_len, "layers": layers, "wall_time_s": wall,
+        "layer_diagnostics": diagnostics,
         "model_dir": str(model_dir) if model_dir else None, "recipe": recipe.model_dump(mode="json"),
     }
     (out / "report.json").write_text(json.dumps(report, indent=2))

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
+from .calibration import prune_layerwise
 from .distill import Distiller
 from .errors import PruneformerError
 from .io import save_pruned_model
@@ -100,7 +101,12 @@ def run(recipe: Recipe, resume: bool = False, progress: bool = True,
             continue
         method = build_method(phase_spec, recipe, masks, steps=spans[index][1] - spans[index][0])
         method.attach(model, targets)
-        if method.trains and spans[index][1] > spans[index][0]:
+        if method.calibrates:  # one-shot from the task's own training text, layer by layer
+            t_phase = time.perf_counter()
+            prune_layerwise(model, method, ctx.calibration_batches(), progress=ctx.progress)
+            result = PhaseResult(name=key, wall_time_s=time.perf_counter() - t_phase,
+                                 method_history=list(method.history))
+        elif method.trains and spans[index][1] > spans[index][0]:
             settings = ctx.settings(phase_spec.epochs, recipe.prune.lr, span=spans[index],
                                     schedule_steps=schedule_steps, data_stream=PRUNING_STREAM)
             result = ctx.train(model, key, settings, method, distiller if phase_spec.teacher else None)

@@ -159,6 +159,16 @@ class DistillConfig(_Strict):
                               "so the term mostly fights the penalty)")
 
 
+class CalibrationConfig(_Strict):
+    """Calibrated one-shot methods on a task (alps, sparsegpt, wanda, their -retrain recipes)."""
+
+    samples: int = Field(512, ge=1, description="training sentences (a seeded sample) calibrating the prune")
+    batch_size: int = Field(16, ge=1, description="sentences per batch (padding never enters a statistic)")
+    dampening: float = Field(0.01, ge=0, description="ridge on each Gram matrix, a fraction of its mean diagonal")
+    alps_rho: float = Field(0.1, gt=0, description="ALPS: starting ADMM penalty (unit-diagonal Gram)")
+    alps_max_iter: int = Field(300, ge=1, description="ALPS: most ADMM iterations per layer")
+
+
 class SPPConfig(_Strict):
     """SPP's search (one linearized Bregman path over paired-dimension masks) and its extractions."""
 
@@ -247,6 +257,7 @@ class Recipe(_Strict):
     srste: SRSTEConfig = Field(default_factory=SRSTEConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     spp: SPPConfig = Field(default_factory=SPPConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     mlpruning: MLPruningConfig = Field(default_factory=MLPruningConfig)
     compare: CompareConfig = Field(default_factory=CompareConfig)
 
@@ -293,13 +304,8 @@ def _one_line(exc: ValidationError) -> RecipeError:
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
+    both = lambda key, value: isinstance(value, dict) and isinstance(base.get(key), dict)  # noqa: E731
+    return {**base, **{k: _deep_merge(base[k], v) if both(k, v) else v for k, v in override.items()}}
 
 
 def validate_config(cls: type[_Model], data: Any) -> _Model:
@@ -366,7 +372,7 @@ class OneShotRecipe(_Strict):
     seq_len: int = Field(128, ge=8, le=8192)
     eval_blocks: int | None = Field(None, ge=1, description="score at most this many held-out blocks")
     batch_size: int = Field(8, ge=1)
-    dampening: float = Field(0.01, ge=0, description="SparseGPT: Hessian dampening, a fraction of its mean diagonal")
+    dampening: float = Field(0.01, ge=0, description="SparseGPT and ALPS: Gram dampening, a fraction of its mean diagonal")
     include: list[str] = Field(default_factory=list)
     exclude: list[str] = Field(default_factory=list)
     save: bool = Field(True, description="save the pruned model (safetensors) under output_dir/model")
@@ -389,7 +395,4 @@ class OneShotRecipe(_Strict):
 
 def build_oneshot_recipe(data: dict[str, Any] | None = None) -> OneShotRecipe:
     """Validate one-shot settings into a :class:`OneShotRecipe` (errors are one line naming the field)."""
-    try:
-        return OneShotRecipe.model_validate(data or {})
-    except ValidationError as exc:
-        raise _one_line(exc) from None
+    return validate_config(OneShotRecipe, data or {})

@@ -127,6 +127,7 @@ def recipe_overrides(**flags: Any) -> dict[str, Any]:
         "jobs": ("compare", "jobs"), "threads": ("compare", "threads"), "latency_batch": ("compare", "latency_batch"),
         "latency_length": ("compare", "latency_length"), "latency_threads": ("compare", "latency_threads"),
         "rounds": ("compare", "rounds"), "onnx": ("compare", "onnx"),
+        "calib_samples": ("calibration", "samples"), "dampening": ("calibration", "dampening"),
     }
     nested: dict[str, Any] = {}
     for key, value in flags.items():

@@ -1,6 +1,7 @@
 """Pruning methods, one file each, all on the lifecycle of :class:`PruningMethod`."""
 
 from .admm import ADMMPruner
+from .alps import ALPSPruner
 from .base import PruningMethod
 from .calibrated import CalibratedPruner
 from .l1_structured import L1StructuredPruner
@@ -14,8 +15,9 @@ from .wanda import WandaPruner
 
 #: name -> class, for recipes and the CLI.
 METHODS: dict[str, type[PruningMethod]] = {
-    cls.name: cls for cls in (MagnitudePruner, MaskedFineTuner, ADMMPruner, SRSTEPruner, WandaPruner, SparseGPTPruner)
+    cls.name: cls for cls in (MagnitudePruner, MaskedFineTuner, ADMMPruner, SRSTEPruner, WandaPruner, SparseGPTPruner,
+                                                                     ALPSPruner)
 }
 
-__all__ = ["ADMMPruner", "CalibratedPruner", "L1StructuredPruner", "MLPruner", "MagnitudePruner", "MaskedFineTuner", "METHODS", "PruningMethod",
+__all__ = ["ADMMPruner", "ALPSPruner", "CalibratedPruner", "L1StructuredPruner", "MLPruner", "MagnitudePruner", "MaskedFineTuner", "METHODS", "PruningMethod",
            "SPPSearch", "SRSTEPruner", "SparseGPTPruner", "WandaPruner"]

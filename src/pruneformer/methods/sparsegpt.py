@@ -18,7 +18,7 @@ saliency ``w^2 / [H^-1]_jj^2``:
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar, Mapping
 
 import torch
 
@@ -31,6 +31,11 @@ class SparseGPTPruner(CalibratedPruner):
     """Prune each target to the pattern and update the kept weights to reconstruct its calibration outputs."""
 
     name: ClassVar[str] = "sparsegpt"
+
+    @classmethod
+    def from_config(cls, recipe: Any, masks: Mapping[str, torch.Tensor] | None = None,
+                    steps: int = 0) -> "SparseGPTPruner":
+        return cls(recipe.prune.pattern, dampening=recipe.calibration.dampening)
 
     def __init__(self, pattern, dampening: float = 0.01, blocksize: int = 128) -> None:
         super().__init__(pattern)

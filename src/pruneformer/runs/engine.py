@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 from transformers import DataCollatorWithPadding, set_seed
@@ -97,6 +98,10 @@ class RunState:
         tmp.replace(self.path)
 
 
+#: the tokenized columns a calibration batch passes to the model (labels stay out).
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
 @dataclass
 class Run:
     """One open run: its recipe, output directory, state, data and model, and the helpers its stages use."""
@@ -131,6 +136,16 @@ class Run:
 
     def scores(self, model: nn.Module | None = None) -> dict[str, dict[str, float]]:
         return evaluate_splits(model or self.model, self.tokenized, self.collator, self.recipe.train.eval_batch_size)
+
+    def calibration_batches(self) -> list[dict[str, torch.Tensor]]:
+        """``calibration.samples`` training sentences (a sample fixed by the seed), padded batches with masks."""
+        c = self.recipe.calibration
+        train = self.tokenized.train
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.recipe.seed))[:c.samples]
+        rows = [{k: v for k, v in train[int(i)].items() if k in MODEL_INPUTS} for i in order]
+        device = next(self.model.parameters()).device
+        return [{k: v.to(device) for k, v in self.collator(rows[i:i + c.batch_size]).items()}
+                for i in range(0, len(rows), c.batch_size)]
 
     def train(self, model: nn.Module, key: str, settings: TrainSettings, method: PruningMethod | None = None,
               distiller: Distiller | None = None, dev: bool = True, checkpoints: bool = True) -> PhaseResult:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import RecipeError
-from ..methods import (ADMMPruner, L1StructuredPruner, MagnitudePruner, MaskedFineTuner, MLPruner, PruningMethod,
+from ..methods import (ADMMPruner, ALPSPruner, L1StructuredPruner, MagnitudePruner, MaskedFineTuner, MLPruner, PruningMethod,
                        SparseGPTPruner, SRSTEPruner, WandaPruner)
 
 
@@ -91,6 +91,11 @@ def _retrain(name: str, method: type[PruningMethod]) -> Callable[[Any], list[Pha
     return lambda recipe: [Phase(name, recipe.prune.epochs, method)]
 
 
+def _oneshot_then(name: str, method: type[PruningMethod]) -> Callable[[Any], list[Phase]]:
+    """The calibrated one-shot prune (no training), then masked retraining for the whole budget."""
+    return lambda recipe: [Phase(name, 0.0, method), Phase("masked", recipe.prune.epochs, MaskedFineTuner)]
+
+
 def _admm_then(name: str, method: type[PruningMethod]) -> Callable[[Any], list[Phase]]:
     """ADMM for ``admm_epochs()`` of the budget, then ``method`` for the rest."""
     def phases(recipe: Any) -> list[Phase]:
@@ -108,6 +113,15 @@ for _entry in (
     MethodEntry("srste", "SR-STE (sparse-refined straight-through estimator)", phases=_retrain("srste", SRSTEPruner)),
     MethodEntry("admm", "ADMM, then masked retraining", phases=_admm_then("masked", MaskedFineTuner)),
     MethodEntry("admm-srste", "ADMM, then SR-STE", phases=_admm_then("srste", SRSTEPruner)),
+    MethodEntry("alps", "ALPS: layer-wise ADMM on each Linear's reconstruction (one-shot, calibrated)", distills=False,
+                phases=lambda recipe: [Phase("alps", 0.0, ALPSPruner)]),
+    MethodEntry("sparsegpt", "SparseGPT one-shot (calibrated), no retraining", distills=False,
+                phases=lambda recipe: [Phase("sparsegpt", 0.0, SparseGPTPruner)]),
+    MethodEntry("wanda", "Wanda one-shot (calibrated), no retraining", distills=False,
+                phases=lambda recipe: [Phase("wanda", 0.0, WandaPruner)]),
+    MethodEntry("alps-retrain", "ALPS one-shot masks, then masked retraining", phases=_oneshot_then("alps", ALPSPruner)),
+    MethodEntry("sparsegpt-retrain", "SparseGPT one-shot masks, then masked retraining",
+                phases=_oneshot_then("sparsegpt", SparseGPTPruner)),
     MethodEntry("mlpruning", "MLPruning heads/rows (+ blocks), physically shrunk", shrinks=MLPruner,
                 check=MLPruner.check_model),
     MethodEntry("l1-structured", "L1 heads and FFN units, shrunk, retrained", shrinks=L1StructuredPruner,
@@ -120,6 +134,7 @@ _ONESHOT: dict[str, Callable[[Any, float], PruningMethod]] = {
     "magnitude": lambda pattern, dampening: MagnitudePruner(pattern),
     "wanda": lambda pattern, dampening: WandaPruner(pattern),
     "sparsegpt": lambda pattern, dampening: SparseGPTPruner(pattern, dampening=dampening),
+    "alps": lambda pattern, dampening: ALPSPruner(pattern, dampening=dampening),
 }
 
 
