@@ -191,3 +191,23 @@ def test_oneshot_command_runs_alps_on_a_decoder_and_keeps_its_diagnostics_on_res
     again = CliRunner().invoke(app, args + ["--resume"])
     assert again.exit_code == 0, again.output
     assert json.loads((out / "report.json").read_text())["layer_diagnostics"] == diagnostics
+
+
+def test_compare_runs_calibrated_candidates(tiny_model_dir, tiny_task, tmp_path):
+    """``compare alps:2:4 alps-retrain:2:4`` trains them on the shared dense model like any other candidate."""
+    from pruneformer.cli.app import recipe_overrides
+    from pruneformer.recipe import load_recipe
+    from pruneformer.runs.compare import compare
+
+    out = tmp_path / "cmp"
+    recipe = load_recipe(None, recipe_overrides(
+        model=str(tiny_model_dir), data=str(tiny_task["train"]), dev_file=str(tiny_task["dev"]),
+        test_file=str(tiny_task["dev"]), max_length=16, dense_epochs=2.0, dense_lr=1e-3, epochs=1.0, lr=1e-3,
+        batch_size=16, candidates=["alps:2:4", "alps-retrain:2:4"], seeds=[0], latency_batch=4, latency_length=16,
+        rounds=1, latency_threads=1, onnx=False, calib_samples=32, output_dir=str(out)))
+    compare(recipe, progress=False, log=lambda _: None)
+    rows = {r["label"]: r for r in json.loads((out / "compare.json").read_text())["rows"]}
+    assert set(rows) == {"dense", "alps:2:4", "alps-retrain:2:4"}
+    for label in ("alps:2:4", "alps-retrain:2:4"):
+        report = json.loads((out / "seed0" / label.replace(":", "-") / "report.json").read_text())
+        assert report["all_layers_satisfy_pattern"] is True and report["overall_sparsity"] == pytest.approx(0.5)
