@@ -59,6 +59,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "admm-gentle": ("admm", {"admm": {"rho": 2e-3}}),  # a weaker start: room for the mask to move
     "admm-gentler": ("admm", {"admm": {"rho": 5e-4}}),
     "admm-gradient": ("admm", {"admm": {"penalty": "gradient", "rho": 1e-3, "rho_max": 0.1}}),  # the old default
+    "admm-lr": ("admm", {"admm": {"pull": "lr", "score": "fisher"}}),  # the pull follows the lr; Z by |W+U| sqrt(F)
     # one-shot from calibration (512 training sentences, padding excluded), and the same masks retrained
     "alps": ("alps", {}),
     "sparsegpt": ("sparsegpt", {}),
@@ -152,6 +153,8 @@ def run_one(job: dict) -> dict:
                           "primal_last": history[-1]["primal_residual"],
                           "magnitude_agreement": history[-1].get("magnitude_agreement"),
                           "mask_changed_last": history[-1].get("mask_changed"),
+                          "flipped_back_max": max(h.get("flipped_back", 0.0) for h in history),
+                          "final_magnitude_agreement": history[-1].get("final_magnitude_agreement"),
                           "proj_dev_after_admm": evals[-1][metric] if evals else None,
                           "history": history}
     return record
@@ -256,7 +259,8 @@ def summarise(records: list[dict], name: str, preset: dict, timing: dict | None,
             admm = [r["admm"] for r in rows if r.get("admm")]
             residual = f"{statistics.mean(a['primal_last'] for a in admm):.3g}" if admm else ""
             proj = mean_std([a["proj_dev_after_admm"] for a in admm]) if admm else ""
-            agree = mean_std([a["magnitude_agreement"] for a in admm]) if admm else ""
+            agree = mean_std([a["magnitude_agreement"] if a.get("final_magnitude_agreement") is None
+                              else a["final_magnitude_agreement"] for a in admm]) if admm else ""  # the hard prune's
             vs = paired_difference(records, key[1], pattern, key[2]) if key[1] != "magnitude-retrain" and pattern != "dense" else ""
             lines.append(f"| {pattern} | {key[1]} | {key[2]:g} | {mean_std([r['test'] for r in rows])} | "
                          f"({mean_std([r['dev'] for r in rows])}) | {vs} | {residual} | {proj} | {agree} | {len(rows)} |")

@@ -31,6 +31,8 @@ BATCH, EPOCHS, LR = 16, 2.0, 1e-3
 def make_method(kind: str, model):
     if kind == "admm":
         return ADMMPruner("2:4", rho=1e-2, interval=4)
+    if kind == "admm-lr":  # needs each step's lr from the Trainer's optimizer
+        return ADMMPruner("2:4", pull="lr", score="fisher", rho=30.0, interval=4)
     if kind == "srste":
         return SRSTEPruner("2:4", lambda_w=2e-4)
     if kind == "masked":
@@ -77,7 +79,7 @@ def task(tiny_model_dir, tiny_task):
     return model, tokenizer, train
 
 
-@pytest.mark.parametrize("kind", ["admm", "srste", "masked", "mlpruning", "spp"])
+@pytest.mark.parametrize("kind", ["admm", "admm-lr", "srste", "masked", "mlpruning", "spp"])
 def test_trainer_callback_ends_with_the_masks_of_pruneformers_loop(kind, task, tmp_path):
     model, tokenizer, train = task
     collator = DataCollatorWithPadding(tokenizer)
@@ -110,10 +112,10 @@ def test_trainer_callback_ends_with_the_masks_of_pruneformers_loop(kind, task, t
         assert torch.equal(b, a), name  # bit-identical weights, not only masks
     logged = [entry for entry in trainer.state.log_history if any(k.startswith("pruning/") for k in entry)]
     assert len(logged) == len(callback.method.history) == len(method.history)
-    if kind == "admm":  # one record per Z/U update (and the first), residuals as pruneformer's loop logged them
+    if kind.startswith("admm"):  # one record per Z/U update (and the first), residuals as pruneformer's loop logged them
         assert len(logged) == 1 + trainer.state.global_step // 4
         for entry, record in zip(logged, method.history):
             assert entry["pruning/primal_residual"] == pytest.approx(record["primal_residual"], rel=1e-5)
-    if kind in ("admm", "srste", "masked"):
+    if kind in ("admm", "admm-lr", "srste", "masked"):
         pattern = parse_pattern("2:4")
         assert all(pattern.satisfied(t.module.weight.detach()) for t in resolve_targets(theirs))

@@ -110,7 +110,7 @@ def test_admm_constant_rho_and_state_roundtrip():
     state = method.state_dict()
     other_model, other_targets = make_stack()
     other_model.load_state_dict(model.state_dict())
-    other = ADMMPruner("4x4:8", rho=1.0, rho_schedule="constant", interval=5)
+    other = ADMMPruner("4x4:8", rho=0.25, rho_schedule="constant", interval=5)
     other.attach(other_model, other_targets)
     other.load_state_dict(state)
     assert other.steps == 15 and other.rho == 2e-3 and other.history == method.history

@@ -93,13 +93,14 @@ def test_every_schedule_ends_in_the_pattern(tiny_recipe, method, phases):
     assert report["dense"]["dev"]["accuracy"] >= 0.9 and report["pruned"]["dev"]["accuracy"] >= 0.8
 
 
-def test_killed_admm_run_resumes_to_the_same_masks(tiny_recipe, tmp_path):
-    reference = tiny_recipe(output_dir=str(tmp_path / "ref"))
+@pytest.mark.parametrize("admm", [{}, {"pull": "lr", "score": "fisher", "rho": 50.0}], ids=["fixed", "lr-fisher"])
+def test_killed_admm_run_resumes_to_the_same_masks(admm, tiny_recipe, tmp_path):
+    reference = tiny_recipe(output_dir=str(tmp_path / "ref"), admm=admm)
     run(reference, progress=False, log=lambda _: None)
     ref_masks = final_masks(tmp_path / "ref")
     ref_weights = load_file(str(tmp_path / "ref" / "model" / "model.safetensors"))
 
-    interrupted = tiny_recipe(output_dir=str(tmp_path / "killed"))
+    interrupted = tiny_recipe(output_dir=str(tmp_path / "killed"), admm=admm)
     calls = []
 
     def die_in_admm(step: int, loss: float) -> None:

@@ -10,6 +10,7 @@ pruneformer's loop                          Trainer event
 ``loss + loss_term(step)`` before backward  a forward hook adds the term to ``outputs.loss``
 ``after_backward(step)``, then clipping     ``on_pre_optimizer_step`` (the callback clips, see below)
 ``before_optimizer_step(step)``             ``on_pre_optimizer_step``, after the clipping
+``set_learning_rate(lr)``                   ``on_pre_optimizer_step``, the optimizer's current lr
 ``after_optimizer_step(step)``              ``on_optimizer_step``
 ``end_epoch(epoch)``                        ``on_epoch_end``
 ``finalize()``                              ``on_train_end`` (masks in ``callback.masks``)
@@ -92,11 +93,13 @@ class PruningCallback(TrainerCallback):
         self._step = state.global_step  # optimizer steps done so far: pruneformer's 0-based step
         self.method.before_forward(self._step)
 
-    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+    def on_pre_optimizer_step(self, args, state, control, model=None, optimizer=None, **kwargs):
         self.method.after_backward(self._step)
         if self._max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), self._max_grad_norm)
         self.method.before_optimizer_step(self._step)
+        if optimizer is not None:
+            self.method.set_learning_rate(optimizer.param_groups[0]["lr"])
 
     def on_optimizer_step(self, args, state, control, **kwargs):
         self.method.after_optimizer_step(self._step)

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import PatternError, RecipeError
+from .methods.admm import resolve_rho
 from .patterns import parse_pattern
 from .runs.candidates import parse_candidates
 from .runs.registry import method_names, oneshot_names
@@ -27,6 +28,28 @@ def _registered(value: str, names: tuple[str, ...]) -> str:
         choices = ", ".join(f"'{n}'" for n in names[:-1]) + f" or '{names[-1]}'"
         raise ValueError(f"Input should be {choices}")
     return value
+
+
+def _pattern_spec(value: str) -> str:
+    try:
+        return parse_pattern(value).spec
+    except PatternError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def _layer_regexes(values: list[str]) -> list[str]:
+    """Each entry is a role or a regex on layer names: check it compiles now, not after loading the model."""
+    for value in values:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"'{value}' is not a role or a valid regular expression ({exc})") from None
+    return values
+
+
+#: a pattern spec, normalised ("2:4", "4x4:8", "70%"); a list of roles or layer-name regexes
+PatternSpec = Annotated[str, AfterValidator(_pattern_spec)]
+LayerRegexes = Annotated[list[str], AfterValidator(_layer_regexes)]
 
 
 class _Strict(BaseModel):
@@ -87,35 +110,17 @@ class PruneConfig(_Strict):
     """The pruning schedule after the dense fine-tune."""
 
     method: str = Field("srste", description="a registered method name (pruneformer.runs.method_names())")
-    pattern: str = "2:4"
+    pattern: PatternSpec = "2:4"
     epochs: float = Field(2.0, ge=0, description="total epochs of the retraining phases")
     lr: float = Field(5e-5, gt=0, lt=1)
-    include: list[str] = Field(default_factory=list)
-    exclude: list[str] = Field(default_factory=list)
+    include: LayerRegexes = Field(default_factory=list)
+    exclude: LayerRegexes = Field(default_factory=list)
 
     @field_validator("method")
     @classmethod
     def _known_method(cls, value: str) -> str:
         return _registered(value, method_names())
 
-    @field_validator("pattern")
-    @classmethod
-    def _valid_pattern(cls, value: str) -> str:
-        try:
-            return parse_pattern(value).spec
-        except PatternError as exc:
-            raise ValueError(str(exc)) from exc
-
-    @field_validator("include", "exclude")
-    @classmethod
-    def _valid_regexes(cls, values: list[str]) -> list[str]:
-        """Each entry is a role or a regex on layer names: check it compiles now, not after loading the model."""
-        for value in values:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"'{value}' is not a role or a valid regular expression ({exc})") from None
-        return values
 
 
 class ADMMConfig(_Strict):
@@ -123,19 +128,26 @@ class ADMMConfig(_Strict):
 
     epochs: float | None = Field(None, ge=0, description="ADMM epochs (default: half of prune.epochs)")
     interval: int = Field(30, ge=1, description="optimizer steps between Z/U updates")
-    rho: float = Field(0.02, gt=0, description="starting penalty weight (decoupled: the fraction rho/(1+rho) of the "
-                       "gap to Z - U closed per step)")
+    pull: Literal["fixed", "lr"] = Field("fixed", description="fixed: the W-step closes rho/(1+rho) of the gap to "
+                                         "Z - U per step; lr: the proximal step at the step's lr (rho in 1/lr units)")
+    score: Literal["magnitude", "fisher"] = Field("magnitude", description="what Z keeps: |W+U|, or |W+U| x sqrt(mean g^2)")
+    rho: float | None = Field(None, gt=0, description="starting penalty weight (default 0.02 with pull fixed, 30 with lr)")
     rho_schedule: Literal["constant", "geometric", "balanced"] = Field(
         "geometric", description="geometric: x rho_factor per Z/U update; balanced: residual balancing (Boyd 3.4.1)")
     rho_factor: float | None = Field(None, ge=1, description="rho growth per update; default: the factor that "
                                      "takes rho to rho_max at 60% of the ADMM phase's updates")
-    rho_max: float = Field(0.3, gt=0)
+    rho_max: float | None = Field(None, gt=0, description="cap on rho (default 0.3 with pull fixed, 3000 with lr)")
     penalty: Literal["gradient", "decoupled"] = Field(
         "decoupled", description="decoupled: proximal step after the optimizer (Adam-proof); gradient: "
-        "rho*(W-Z+U) added to W.grad after clipping")
+        "rho*(W-Z+U) added to W.grad after clipping (pull fixed only)")
     target_residual: float = Field(0.05, gt=0, description="primal residual ||W-Z||/||W|| ADMM must reach before "
                                    "the hard prune; above it the run warns")
     eval_every: int = Field(3, ge=0, description="score Proj(W) on dev every this many Z/U updates (0: epoch ends only)")
+
+    @model_validator(mode="after")
+    def _pull_fits(self) -> "ADMMConfig":
+        resolve_rho(self.pull, self.penalty, self.rho, self.rho_max)
+        return self
 
 
 class SRSTEConfig(_Strict):
@@ -365,7 +377,7 @@ class OneShotRecipe(_Strict):
     output_dir: str = "runs/smollm2-oneshot"
     seed: int = Field(0, ge=0, description="seed of the embedded sentences' split")
     method: str = Field("sparsegpt", description="a registered one-shot method (pruneformer.runs.oneshot_names())")
-    pattern: str = "2:4"
+    pattern: PatternSpec = "2:4"
     data: str = Field("embedded", description="'embedded' (movie-review sentences) or a local text file")
     eval_data: str | None = Field(None, description="held-out text file (default: the data's held-out part)")
     calib_samples: int = Field(64, ge=1, description="calibration blocks of seq_len tokens")
@@ -373,24 +385,14 @@ class OneShotRecipe(_Strict):
     eval_blocks: int | None = Field(None, ge=1, description="score at most this many held-out blocks")
     batch_size: int = Field(8, ge=1)
     dampening: float = Field(0.01, ge=0, description="SparseGPT and ALPS: Gram dampening, a fraction of its mean diagonal")
-    include: list[str] = Field(default_factory=list)
-    exclude: list[str] = Field(default_factory=list)
+    include: LayerRegexes = Field(default_factory=list)
+    exclude: LayerRegexes = Field(default_factory=list)
     save: bool = Field(True, description="save the pruned model (safetensors) under output_dir/model")
 
     @field_validator("method")
     @classmethod
     def _known_method(cls, value: str) -> str:
         return _registered(value, oneshot_names())
-
-    @field_validator("pattern")
-    @classmethod
-    def _valid_pattern(cls, value: str) -> str:
-        return PruneConfig._valid_pattern(value)
-
-    @field_validator("include", "exclude")
-    @classmethod
-    def _valid_regexes(cls, values: list[str]) -> list[str]:
-        return PruneConfig._valid_regexes(values)
 
 
 def build_oneshot_recipe(data: dict[str, Any] | None = None) -> OneShotRecipe:

@@ -61,9 +61,10 @@ def render_markdown(report: dict[str, Any]) -> str:
                   "primal = ||W-Z||/||W|| (must fall below the target before the hard prune); z_change = "
                   "||Z_k - Z_(k-1)||/||W||; mask_changed = share of pattern groups whose kept set changed; "
                   "magnitude_agreement = share of groups kept as one-shot magnitude pruning of the starting "
-                  "weights would; proj_dev = dev score of Proj(W), the model a hard prune now would give.", "",
+                  "weights would; flipped_back = share of groups whose kept set returned to the one of two updates "
+                  "before (a dual oscillation); proj_dev = dev score of Proj(W), the model a hard prune now would give.", "",
                   markdown_table(residuals, ["update", "step", "rho", "primal_residual", "dual_residual", "z_change",
-                                             "mask_changed", "magnitude_agreement", *proj]), ""]
+                                             "mask_changed", "flipped_back", "magnitude_agreement", *proj]), ""]
     structured = report.get("structured")
     if structured:  # mlpruning / l1-structured: a physically smaller model
         lines += ["## Per-layer kept heads and neurons", "",

@@ -197,6 +197,7 @@ def train_step(ctx: StepContext, batch: dict[str, torch.Tensor], step: int, shar
             norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))) if grads else 0.0
             if not math.isfinite(norm):
                 raise StepDiverged(f"the gradient norm became {norm}")
+        method.set_learning_rate(ctx.optimizer.param_groups[0]["lr"])
     ctx.optimizer.step()
     ctx.scheduler.step()
     ctx.optimizer.zero_grad(set_to_none=True)

@@ -117,7 +117,7 @@ def recipe_overrides(**flags: Any) -> dict[str, Any]:
         "dense_epochs": ("dense", "epochs"), "dense_lr": ("dense", "lr"), "dense_checkpoint": ("dense", "checkpoint"),
         "admm_epochs": ("admm", "epochs"), "admm_interval": ("admm", "interval"), "rho": ("admm", "rho"),
         "rho_schedule": ("admm", "rho_schedule"), "rho_factor": ("admm", "rho_factor"), "rho_max": ("admm", "rho_max"),
-        "admm_penalty": ("admm", "penalty"), "lambda_w": ("srste", "lambda_w"), "distill": ("distill", "enabled"),
+        "admm_penalty": ("admm", "penalty"), "admm_pull": ("admm", "pull"), "admm_score": ("admm", "score"), "lambda_w": ("srste", "lambda_w"), "distill": ("distill", "enabled"),
         "srste_decay": ("srste", "decay"), "decay_rate": ("srste", "decay_rate"),
         "distill_hidden": ("distill", "hidden_weight"),
         "batch_size": ("train", "batch_size"), "checkpoint_every": ("train", "checkpoint_every"),

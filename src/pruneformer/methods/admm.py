@@ -16,6 +16,23 @@ How the W-step sees the penalty (``penalty``):
 * ``gradient``: rho (W - Z + U) is added to W.grad *after* gradient clipping (``before_optimizer_step``),
   so a large penalty never scales the task gradient down with it.
 
+How far the pull reaches per step (``pull``): with ``fixed`` the decoupled step closes rho / (1 + rho) of
+the gap every optimizer step whatever the learning rate (~45% per 30-step interval at rho 0.02, all inside the
+warmup, while AdamW at lr 5e-5 moves a weight ~1.5e-3 against a median kept-vs-pruned gap of ~0.014 in a
+MiniLM 2:4 group), so the mask cannot move and ADMM ends on one-shot magnitude's. With ``lr`` it is the
+proximal step of the penalty *at the step's learning rate* eta (as AdamW decouples weight decay):
+W <- (W + eta rho (Z - U)) / (1 + eta rho), rho in 1 / lr units (tens balance Adam's step early, thousands
+converge late), and the dual moves as far as the pull could: U <- U + c (W - Z), c = 1 - prod(1 - f_t) the
+share of the gap the interval closed. A full dual step after a W-step that closed little of the gap is what
+made groups flip at one update and back at the next (a pruned weight's U grows by the whole weight each
+update while the weight hardly moves, so |W + U| overtakes its kept partner; ``flipped_back`` counts it).
+
+Which weights Z keeps (``score``): ``magnitude`` ranks |W + U| (the papers'); ``fisher`` ranks
+|W + U| x sqrt(F), F the running mean of squared gradients (Adam's second moment, computed here from the
+clipped, rank-reduced gradients so every rank agrees): the optimal-brain-damage saliency, activation- and
+curvature-aware like the layer-wise solvers' scores, so the first mask is not magnitude's. The hard prune
+uses the same score on W.
+
 rho follows a continuation: ``constant``, ``geometric`` (x ``rho_factor`` per Z-step up to ``rho_max``) or
 ``balanced`` (Boyd et al. 2011, 3.4.1: x ``rho_factor`` when the primal residual is ten times the dual,
 / ``rho_factor`` in the opposite case). Whenever rho changes, U is rescaled by rho_old / rho_new so the
@@ -36,7 +53,8 @@ from typing import Any, ClassVar, Literal, Mapping
 
 import torch
 
-from ..errors import DivergenceError
+from ..errors import DivergenceError, PruneformerError
+from ..patterns import compute_masks
 from .base import PruningMethod
 
 
@@ -44,6 +62,23 @@ from .base import PruningMethod
 RHO_FAR_TOO_LARGE = 10.0
 #: residual balancing (Boyd et al. 2011, 3.4.1): rho moves when one residual is this many times the other.
 BALANCE_MU = 10.0
+#: decay of the running mean of squared gradients the ``fisher`` score uses (Adam's beta2).
+FISHER_BETA = 0.999
+#: (rho, rho_max) when the recipe leaves them unset: a fraction per step (``fixed``), or 1 / lr units (``lr``).
+DEFAULT_RHO = {"fixed": (0.02, 0.3), "lr": (30.0, 3000.0)}
+
+
+def resolve_rho(pull: str, penalty: str, rho: float | None, rho_max: float | None) -> tuple[float, float]:
+    """(rho, rho_max) with the pull's defaults filled in; ValueError when the settings cannot work together
+    (the recipe validates with this too, so a bad combination fails before any training)."""
+    if pull == "lr" and penalty != "decoupled":
+        raise ValueError("pull 'lr' is a proximal step after the optimizer: it needs penalty 'decoupled'")
+    rho = DEFAULT_RHO[pull][0] if rho is None else rho
+    rho_max = DEFAULT_RHO[pull][1] if rho_max is None else rho_max
+    if rho > rho_max:  # the units differ by pull: a fixed-pull rho_max would cap an lr-pull rho at nothing
+        raise ValueError(f"rho ({rho:g}) is above rho_max ({rho_max:g}) with pull '{pull}' (defaults "
+                         + ", ".join(f"{k} {v[0]:g} / {v[1]:g}" for k, v in DEFAULT_RHO.items()) + ")")
+    return rho, rho_max
 
 
 def continuation_factor(rho: float, rho_max: float, steps: int, interval: int, reach: float = 0.6) -> float:
@@ -62,29 +97,35 @@ class ADMMPruner(PruningMethod):
     def from_config(cls, recipe: Any, masks: Mapping[str, torch.Tensor] | None = None, steps: int = 0) -> "ADMMPruner":
         """From ``recipe.admm``; without a ``rho_factor`` the continuation fits the phase's ``steps``."""
         a = recipe.admm
-        factor = a.rho_factor or continuation_factor(a.rho, a.rho_max, steps, a.interval)
-        return cls(recipe.prune.pattern, rho=a.rho, rho_schedule=a.rho_schedule, rho_factor=factor,
-                   rho_max=a.rho_max, interval=a.interval, penalty=a.penalty,
+        rho, rho_max = resolve_rho(a.pull, a.penalty, a.rho, a.rho_max)
+        factor = a.rho_factor or continuation_factor(rho, rho_max, steps, a.interval)
+        return cls(recipe.prune.pattern, rho=rho, rho_schedule=a.rho_schedule, rho_factor=factor,
+                   rho_max=rho_max, interval=a.interval, penalty=a.penalty, pull=a.pull, score=a.score,
                    target_residual=a.target_residual, eval_every=a.eval_every)
 
     def __init__(
         self,
         pattern,
-        rho: float = 0.02,
+        rho: float | None = None,
         rho_schedule: Literal["constant", "geometric", "balanced"] = "geometric",
         rho_factor: float = 1.3,
-        rho_max: float = 0.3,
+        rho_max: float | None = None,
         interval: int = 30,
         divergence_factor: float = 10.0,
         penalty: Literal["gradient", "decoupled"] = "decoupled",
         target_residual: float = 0.05,
         eval_every: int = 0,
+        pull: Literal["fixed", "lr"] = "fixed",
+        score: Literal["magnitude", "fisher"] = "magnitude",
     ) -> None:
         super().__init__(pattern)
-        if rho <= 0 or interval < 1:
-            raise ValueError("rho must be > 0 and interval >= 1")
+        if pull not in ("fixed", "lr") or score not in ("magnitude", "fisher"):
+            raise ValueError("pull must be 'fixed' or 'lr', score 'magnitude' or 'fisher'")
         if penalty not in ("gradient", "decoupled"):
             raise ValueError("penalty must be 'gradient' or 'decoupled'")
+        rho, rho_max = resolve_rho(pull, penalty, rho, rho_max)
+        if rho <= 0 or interval < 1:
+            raise ValueError("rho must be > 0 and interval >= 1")
         if rho_schedule not in ("constant", "geometric", "balanced"):
             raise ValueError("rho_schedule must be 'constant', 'geometric' or 'balanced'")
         self.rho = float(rho)
@@ -96,6 +137,12 @@ class ADMMPruner(PruningMethod):
         self.penalty = penalty
         self.target_residual = float(target_residual)
         self.eval_every = int(eval_every)
+        self.pull, self.score = pull, score
+        self.lr: float | None = None  # the learning rate of the step being taken (``set_learning_rate``)
+        self.interval_keep = 1.0  # prod(1 - f_t) over the steps since the last Z/U update
+        self.fisher: list[torch.Tensor] = []  # running mean of squared gradients (``score`` 'fisher')
+        self.fisher_steps = 0
+        self.older_masks: list[torch.Tensor] = []  # Z's kept set two updates back (flip-back diagnostic)
         self.steps = 0
         self.Z: list[torch.Tensor] = []
         self.U: list[torch.Tensor] = []
@@ -112,12 +159,60 @@ class ADMMPruner(PruningMethod):
             self.Z = [w.detach().masked_fill(~m, 0) for w, m in zip(self.weights, self.start_masks)]
             self.U = [torch.zeros_like(w) for w in self.weights]
         self.pull_target = []
+        self.older_masks, self.fisher, self.fisher_steps, self.interval_keep = [], [], 0, 1.0
         self.history = [self.diagnostics(update=0, previous_z=None, previous_masks=None)]
+
+    def set_learning_rate(self, lr: float) -> None:
+        self.lr = float(lr)
+
+    def pull_fraction(self) -> float:
+        """The share of the gap to Z - U the decoupled W-step closes at this optimizer step."""
+        if self.pull == "fixed":
+            return self.rho / (1.0 + self.rho)
+        if self.lr is None:
+            raise PruneformerError("ADMM with pull 'lr' was never told the learning rate of its steps.",
+                                   "call method.set_learning_rate(optimizer.param_groups[0]['lr']) before every "
+                                   "optimizer.step() (pruneformer's loop and PruningCallback do), or use pull 'fixed'")
+        step = self.lr * self.rho
+        return step / (1.0 + step)
+
+    def _scores(self, values: list[torch.Tensor]) -> list[torch.Tensor]:
+        """What Z keeps the largest of in each group: |v|, or |v| x sqrt(F) (``score`` 'fisher')."""
+        if self.score == "magnitude" or not self.fisher_steps:
+            return values
+        scores = []
+        for value, fisher in zip(values, self.fisher):
+            root = fisher.sqrt()
+            # a weight no gradient reached yet keeps its magnitude's rank instead of scoring zero
+            scores.append(value.abs() * (root + 1e-3 * root.mean() + torch.finfo(root.dtype).tiny))
+        return scores
+
+    def current_masks(self) -> dict[str, torch.Tensor]:
+        """The hard prune's masks: the Z-step's score applied to W itself."""
+        if self.score == "magnitude" or not self.fisher_steps:
+            return super().current_masks()
+        with torch.no_grad():
+            return compute_masks(self.pattern, dict(zip(self.names, self._scores([w.detach() for w in self.weights]))))
+
+    def finalize(self) -> dict[str, torch.Tensor]:
+        masks = super().finalize()
+        if self.history:  # how far the hard prune's mask moved from one-shot magnitude's of the start
+            self.history[-1]["final_magnitude_agreement"] = self._agreement(
+                [masks[n] for n in self.names], self.start_masks)
+        return masks
 
     @torch.no_grad()
     def before_optimizer_step(self, step: int) -> None:
         weights, grads = self.weights, self.grads
-        if self.penalty != "gradient" or any(g is None for g in grads):
+        if any(g is None for g in grads):
+            return
+        if self.score == "fisher":  # before the penalty's own gradient is added: the task's curvature only
+            if not self.fisher:
+                self.fisher = [torch.zeros_like(w) for w in weights]
+            torch._foreach_mul_(self.fisher, FISHER_BETA)
+            torch._foreach_addcmul_(self.fisher, grads, grads, value=1.0 - FISHER_BETA)
+            self.fisher_steps += 1
+        if self.penalty != "gradient":
             return
         direction = torch._foreach_sub([w.detach() for w in weights], self.Z)
         torch._foreach_add_(direction, self.U)
@@ -131,7 +226,9 @@ class ADMMPruner(PruningMethod):
             with torch.no_grad():  # (W + rho (Z - U)) / (1 + rho), one fused pass; Z - U only moves at updates
                 if len(self.pull_target) != len(self.Z):
                     self.pull_target = torch._foreach_sub(self.Z, self.U)
-                torch._foreach_lerp_(self.weights, self.pull_target, self.rho / (1.0 + self.rho))
+                fraction = self.pull_fraction()
+                torch._foreach_lerp_(self.weights, self.pull_target, fraction)
+                self.interval_keep *= 1.0 - fraction
         self.steps += 1
         if self.steps % self.interval == 0:
             self.update_auxiliaries()
@@ -141,10 +238,14 @@ class ADMMPruner(PruningMethod):
         """One Z-step and U-step, then the rho schedule; returns the logged diagnostics."""
         previous_z, previous_masks = self.Z, self.z_masks
         w_plus_u = torch._foreach_add([w.detach() for w in self.weights], self.U)
-        self.z_masks = [self.pattern.mask(v) for v in w_plus_u]
+        self.z_masks = [self.pattern.mask(s) for s in self._scores(w_plus_u)]
         self.Z = [v.masked_fill(~m, 0) for v, m in zip(w_plus_u, self.z_masks)]
-        torch._foreach_add_(self.U, torch._foreach_sub([w.detach() for w in self.weights], self.Z))
+        closed = 1.0 if self.pull == "fixed" else 1.0 - self.interval_keep  # the dual moves as far as the pull
+        torch._foreach_add_(self.U, torch._foreach_sub([w.detach() for w in self.weights], self.Z), alpha=closed)
+        self.interval_keep = 1.0
         record = self.diagnostics(update=len(self.history), previous_z=previous_z, previous_masks=previous_masks)
+        record["dual_step"] = closed
+        self.older_masks = previous_masks
         self.history.append(record)
         self._check_divergence(record)
         self._schedule_rho(record)
@@ -183,13 +284,23 @@ class ADMMPruner(PruningMethod):
             "step": self.steps,
             "rho": self.rho,
             "primal_residual": norm(w - z for w, z in zip(weights, self.Z)) / w_norm,
-            "dual_residual": self.rho * z_change,
+            "dual_residual": self.rho * (self.lr or 0.0 if self.pull == "lr" else 1.0) * z_change,  # rho per step
             "z_change": z_change,
             "u_norm": norm(self.U),
             "mask_changed": 1.0 - self._agreement(self.z_masks, previous_masks) if previous_masks else 0.0,
             "magnitude_agreement": self._agreement(self.z_masks, self.start_masks),
+            "flipped_back": self._flipped_back(previous_masks) if previous_masks and self.older_masks else 0.0,
         }
         return record
+
+    def _flipped_back(self, previous_masks: list[torch.Tensor]) -> float:
+        """Share of groups whose kept set changed at this update back to what it was one update earlier:
+        the signature of a dual oscillation (a learning mask moves on; an oscillating one returns)."""
+        back = total = 0
+        for now, previous, older in zip(self.z_masks, previous_masks, self.older_masks):
+            returned = self.pattern.groups_same(now, older) & ~self.pattern.groups_same(now, previous)
+            back, total = back + int(returned.sum()), total + returned.numel()
+        return back / total if total else 0.0
 
     def _agreement(self, masks: list[torch.Tensor], others: list[torch.Tensor]) -> float:
         """Fraction of pattern groups (over all targets) whose kept set is the same in both mask lists."""
@@ -257,6 +368,11 @@ class ADMMPruner(PruningMethod):
             "U": {n: u.clone() for n, u in zip(self.names, self.U)},
             "z_masks": {n: m.clone() for n, m in zip(self.names, self.z_masks)},
             "start_masks": {n: m.clone() for n, m in zip(self.names, self.start_masks)},
+            "older_masks": {n: m.clone() for n, m in zip(self.names, self.older_masks)},
+            "fisher": {n: f.clone() for n, f in zip(self.names, self.fisher)},
+            "fisher_steps": self.fisher_steps,
+            "interval_keep": self.interval_keep,
+            "lr": self.lr,
             "rho": self.rho,
             "steps": self.steps,
             "eval_pending": self.eval_pending,
@@ -270,6 +386,14 @@ class ADMMPruner(PruningMethod):
         if z_masks is not None and start_masks is not None:
             self.z_masks = [z_masks[n].to(w.device, torch.bool) for n, w in zip(self.names, self.weights)]
             self.start_masks = [start_masks[n].to(w.device, torch.bool) for n, w in zip(self.names, self.weights)]
+        def by_name(key: str, dtype: torch.dtype | None = None) -> list[torch.Tensor]:
+            saved = state.get(key) or {}
+            return [saved[n].to(w.device, dtype or w.dtype) for n, w in zip(self.names, self.weights)] if saved else []
+
+        self.older_masks, self.fisher = by_name("older_masks", torch.bool), by_name("fisher")
+        self.fisher_steps = int(state.get("fisher_steps", 0))
+        self.interval_keep = float(state.get("interval_keep", 1.0))
+        self.lr = state.get("lr")
         self.rho = float(state["rho"])
         self.steps = int(state["steps"])
         self.pull_target = []

@@ -12,6 +12,7 @@ their own training loop, and so pruneformer's own loop never needs to know which
         method.after_backward(step)             # edit gradients (masking, SR-STE)
         clip_grad_norm_(model.parameters(), max_norm)   # optional
         method.before_optimizer_step(step)      # gradient terms that clipping must not scale (ADMM's penalty)
+        method.set_learning_rate(optimizer.param_groups[0]["lr"])   # for steps that follow the lr (ADMM's pull)
         optimizer.step()
         method.after_optimizer_step(step)       # ADMM Z/U update, keep pruned weights at zero
     masks = method.finalize()                   # hard-prune: weights now satisfy the pattern
@@ -94,6 +95,10 @@ class PruningMethod:
         Gradient terms of the method's own objective go here (ADMM's penalty gradient): added before
         clipping, a large penalty would scale the task gradient down with it.
         """
+
+    def set_learning_rate(self, lr: float) -> None:
+        """Told, right before each ``optimizer.step()``, the learning rate that step runs at: a method whose own
+        step must keep pace with the optimizer's (ADMM's proximal pull with ``pull='lr'``) scales with it."""
 
     def after_optimizer_step(self, step: int) -> None:
         """Called after ``optimizer.step()``."""

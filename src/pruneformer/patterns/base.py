@@ -170,8 +170,13 @@ class Pattern(abc.ABC):
     def groups_equal(self, mask_a: torch.Tensor, mask_b: torch.Tensor) -> tuple[int, int]:
         """(groups whose kept set is the same in both masks, all groups): how far two masks of one layer
         agree, counted in the pattern's own constraint groups (an N:M group, an r x c tile, or the layer)."""
-        same = (self._group(mask_a) == self._group(mask_b)).all(dim=-1)
+        same = self.groups_same(mask_a, mask_b)
         return int(same.sum().item()), int(same.numel())
+
+    @torch.no_grad()
+    def groups_same(self, mask_a: torch.Tensor, mask_b: torch.Tensor) -> torch.Tensor:
+        """Per constraint group, whether its kept set is the same in both masks (a flat bool tensor)."""
+        return (self._group(mask_a) == self._group(mask_b)).all(dim=-1).reshape(-1)
 
     def group_stats(self, weight: torch.Tensor, name: str = "weight") -> dict[str, Any]:
         """Per-layer compliance report for logs and the final report.
