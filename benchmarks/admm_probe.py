@@ -24,10 +24,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pruneformer.core.patterns import parse_pattern
+from pruneformer.core.targets import Target
 from pruneformer.methods import ADMMPruner, ALPSPruner
-from pruneformer.patterns import parse_pattern
-from pruneformer.targets import Target
-from pruneformer.training import lr_factor
+from pruneformer.train.loop import lr_factor
 
 HERE = Path(__file__).resolve().parent
 VARIANTS = {  # name -> ADMMPruner settings (rho_factor: the continuation reaching rho_max at 60% of 9 updates)

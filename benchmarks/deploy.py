@@ -7,7 +7,7 @@ ratio 0.5 (one search on that dense model, then ``spp-extract``'s cut and fine-t
 trained once and reused: a second call finds it and goes straight on.
 
 Variants: dense in PyTorch fp32 (the reference), and every model in ONNX Runtime fp32 and int8
-(:func:`pruneformer.export.export_model`: graph fusions, then dynamic int8 quantization with the classifier
+(:func:`pruneformer.deploy.export.export_model`: graph fusions, then dynamic int8 quantization with the classifier
 kept in fp32). Accuracy on dev and test for each (``--stage accuracy``), and CPU latency at batch 1 and 32,
 lengths 64 and 128, with 2 intra-op threads, all variants taking turns inside each round
 (``--stage latency``), as ratios to dense PyTorch fp32 measured in the same rounds.
@@ -36,9 +36,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import structured as structured_bench  # noqa: E402  (benchmarks/structured.py: the same runs and directories)
 
-from pruneformer.hardware import cpu_description  # noqa: E402
-from pruneformer.latency import time_models  # noqa: E402
-from pruneformer.report import hardware_summary  # noqa: E402
+from pruneformer.deploy.hardware import cpu_description  # noqa: E402
+from pruneformer.deploy.latency import time_models  # noqa: E402
+from pruneformer.runs.report import hardware_summary  # noqa: E402
 
 MODELS = ["dense", "2:4", "mlpruning-0.5", "mlpruning-0.2", "spp-0.5"]
 #: The 2:4 model: magnitude projection, then masked retraining (NVIDIA's ASP recipe), as
@@ -80,8 +80,8 @@ def train(args, name: str) -> Path:
     if name.startswith("mlpruning-") and not (model_dir(args, name) / "model.safetensors").is_file():
         structured_bench.run_one(sargs, args.preset, preset, 0, "mlpruning", float(name.split("-")[1]))
     elif name == "2:4" and not (model_dir(args, name) / "model.safetensors").is_file():
-        from pruneformer.pipeline import run
-        from pruneformer.recipe import build_recipe
+        from pruneformer.runs.pipeline import run
+        from pruneformer.runs.recipe import build_recipe
 
         out = model_dir(args, name).parent
         recipe = structured_bench.base_recipe(preset, 0, out)
@@ -89,9 +89,9 @@ def train(args, name: str) -> Path:
         recipe["prune"].update(method="magnitude-retrain", pattern="2:4", epochs=NM_EPOCHS)
         run(build_recipe(recipe), resume=(out / "run_state.json").is_file(), progress=False, log=log)
     elif name.startswith("spp-") and not (model_dir(args, name) / "model.safetensors").is_file():
-        from pruneformer.path_record import PATH_FILE
-        from pruneformer.recipe import build_recipe
-        from pruneformer.solution_path import extract, search
+        from pruneformer.methods.spp.record import PATH_FILE
+        from pruneformer.runs.recipe import build_recipe
+        from pruneformer.runs.solution_path import extract, search
 
         out = spp_dir(args)
         if not (out / "model" / PATH_FILE).is_file():
@@ -111,8 +111,8 @@ def onnx_dir(args, name: str) -> Path:
 def task_data(args, tokenizer):
     """The preset's data (the split every model was trained and scored on), tokenized."""
     from pruneformer.data import tokenize_bundle
-    from pruneformer.pipeline import prepare_data
-    from pruneformer.recipe import DataConfig
+    from pruneformer.runs.pipeline import prepare_data
+    from pruneformer.runs.recipe import DataConfig
 
     preset = structured_bench.PRESETS[args.preset]
     config = DataConfig(source="embedded", max_length=64, max_train=preset["max_train"], max_eval=preset["max_eval"])
@@ -121,7 +121,7 @@ def task_data(args, tokenizer):
 
 def export_all(args, results: dict) -> None:
     """ONNX fp32 + int8 of every model, checked against PyTorch on the check sentences and the dev split."""
-    from pruneformer.export import export_model
+    from pruneformer.deploy.export import export_model
 
     for name in args.models:
         if name in results["exports"] and (onnx_dir(args, name) / "model.int8.onnx").is_file():
@@ -137,9 +137,9 @@ def accuracy_all(args, results: dict) -> None:
     """Dev and test accuracy of every variant; PyTorch vs ONNX Runtime fp32 logits on every example."""
     from transformers import DataCollatorWithPadding
 
-    from pruneformer.evaluation import evaluate
-    from pruneformer.onnx_runtime import compare, score, session, split_batches
-    from pruneformer.io import load_pruned_model
+    from pruneformer.deploy.runtime import compare, score, session, split_batches
+    from pruneformer.models.saved import load_pruned_model
+    from pruneformer.train.evaluation import evaluate
 
     for name in args.models:
         if name in results["accuracy"]:
@@ -184,9 +184,9 @@ def should_beat(model: str, runtime: str) -> list[tuple[str, str]]:
 
 
 def latency_all(args, results: dict) -> None:
-    """Fastest of ``--rounds`` interleaved rounds per variant and shape (``pruneformer.latency.time_models``)."""
-    from pruneformer.io import load_pruned_model
-    from pruneformer.onnx_runtime import OnnxClassifier
+    """Fastest of ``--rounds`` interleaved rounds per variant and shape (``pruneformer.deploy.latency.time_models``)."""
+    from pruneformer.deploy.runtime import OnnxClassifier
+    from pruneformer.models.saved import load_pruned_model
 
     torch.set_num_threads(args.latency_threads)
     models = {}

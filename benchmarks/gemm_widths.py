@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from pruneformer.report import hardware_summary
+from pruneformer.runs.report import hardware_summary
 
 HERE = Path(__file__).resolve().parent
 #: (in, odd out, aligned out): attention-output / FFN-out rows and FFN-in units as MLPruning's 0.5 models kept them

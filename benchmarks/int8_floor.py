@@ -3,7 +3,7 @@
 For one exported candidate of a `pruneformer compare` directory (default: MLPruning 0.2 of seed 0) it measures,
 in one run on this CPU:
 
-1. dense PyTorch fp32 and the candidate's `model.int8.onnx` side by side (`pruneformer.latency.time_models`,
+1. dense PyTorch fp32 and the candidate's `model.int8.onnx` side by side (`pruneformer.deploy.latency.time_models`,
    interleaved rounds, the fastest and the median);
 2. ONNX Runtime's per-node profile of the int8 session at the same shape, summed by operator and split into
    matrix products (int8 and fp32 GEMMs) and everything else (attention, LayerNorm, adds, GELU, quantization
@@ -38,7 +38,7 @@ GEMM_OPS = {"MatMul", "Gemm", "FusedGemm", "FusedMatMul", "MatMulInteger", "MatM
 
 def profile_by_op(path: Path, shape: tuple[int, int], threads: int, runs: int, vocab: int) -> dict[str, float]:
     """Mean kernel milliseconds per run by operator type, from ONNX Runtime's node profile."""
-    from pruneformer.onnx_runtime import OnnxClassifier, node_kernel_times
+    from pruneformer.deploy.runtime import OnnxClassifier, node_kernel_times
 
     model = OnnxClassifier(path, threads, spin=False, profile=True)
     ids = torch.from_numpy(np.random.default_rng(0).integers(min(1000, vocab - 1), vocab, shape))
@@ -64,8 +64,8 @@ def gemm_throughput(shapes: list[tuple[int, int]], rows: int, threads: int, runs
     from onnx import TensorProto, helper, numpy_helper
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from pruneformer.onnx_quantize import quiet
-    from pruneformer.onnx_runtime import session
+    from pruneformer.deploy.quantize import quiet
+    from pruneformer.deploy.runtime import session
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -97,10 +97,10 @@ def gemm_throughput(shapes: list[tuple[int, int]], rows: int, threads: int, runs
 
 
 def main() -> int:
-    from pruneformer.hardware import cpu_description, hardware_record
-    from pruneformer.io import load_pruned_model
-    from pruneformer.latency import load_average, time_models
-    from pruneformer.onnx_runtime import OnnxClassifier
+    from pruneformer.deploy.hardware import cpu_description, hardware_record
+    from pruneformer.deploy.latency import load_average, time_models
+    from pruneformer.deploy.runtime import OnnxClassifier
+    from pruneformer.models.saved import load_pruned_model
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("seed_dir", type=Path, help="a compare's seed<S> directory (with dense/ and the candidate)")

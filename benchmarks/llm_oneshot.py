@@ -22,13 +22,13 @@ from pathlib import Path
 
 import torch
 
-from pruneformer.report import hardware_summary
-from pruneformer.llm import load_causal_lm, load_texts, perplexity, token_blocks
-from pruneformer.oneshot import build_oneshot_method, oneshot
-from pruneformer.patterns import parse_pattern
-from pruneformer.runs import oneshot_names
-from pruneformer.sparsity import layer_sparsity, overall_sparsity
-from pruneformer.targets import resolve_targets
+from pruneformer.core.patterns import parse_pattern
+from pruneformer.core.sparsity import layer_sparsity, overall_sparsity
+from pruneformer.core.targets import resolve_targets
+from pruneformer.methods.registry import oneshot_names
+from pruneformer.models.llm import load_causal_lm, load_texts, perplexity, token_blocks
+from pruneformer.runs.oneshot import build_oneshot_method, oneshot
+from pruneformer.runs.report import hardware_summary
 
 HERE = Path(__file__).resolve().parent
 METHODS = list(oneshot_names())  # the registry's one-shot methods

@@ -11,7 +11,7 @@ otherwise (the peer's 1-epoch ASP row and the budget curve). Each finished run i
     python benchmarks/nm_accuracy.py --preset smoke --jobs 1             # a few minutes, end to end
     python benchmarks/nm_accuracy.py --preset standard --budget-curve    # 1:4 at pruning budgets 1, 2, 4
 
-The step-time ratio (ADMM and SR-STE against a dense step) times :func:`pruneformer.training.train_step`,
+The step-time ratio (ADMM and SR-STE against a dense step) times :func:`pruneformer.train.loop.train_step`,
 the loop's own step, on identical batches, interleaved.
 """
 
@@ -103,8 +103,8 @@ def run_one(job: dict) -> dict:
     import torch
 
     torch.set_num_threads(job["threads"])
-    from pruneformer.pipeline import run
-    from pruneformer.recipe import build_recipe
+    from pruneformer.runs.pipeline import run
+    from pruneformer.runs.recipe import build_recipe
 
     args = argparse.Namespace(**job["args"])
     preset, seed, variant, pattern = job["preset"], job["seed"], job["variant"], job["pattern"]
@@ -171,13 +171,13 @@ def step_time_ratio(dense_model: Path, steps: int = 12, repeats: int = 2) -> dic
     import torch
     from transformers import DataCollatorWithPadding
 
+    from pruneformer.core.targets import resolve_targets
     from pruneformer.data import tokenize_bundle
-    from pruneformer.io import load_pruned_model
     from pruneformer.methods import ADMMPruner, SRSTEPruner
-    from pruneformer.pipeline import prepare_data
-    from pruneformer.recipe import DataConfig
-    from pruneformer.targets import resolve_targets
-    from pruneformer.training import StepContext, make_optimizer, make_scheduler, train_step
+    from pruneformer.models.saved import load_pruned_model
+    from pruneformer.runs.pipeline import prepare_data
+    from pruneformer.runs.recipe import DataConfig
+    from pruneformer.train.loop import StepContext, make_optimizer, make_scheduler, train_step
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer, _ = load_pruned_model(dense_model)
@@ -322,7 +322,7 @@ def plot_budget_curve(records: list[dict], path: Path, pattern: str) -> None:
 def hardware_line(jobs: int, threads: int) -> str:
     import torch
 
-    from pruneformer.report import hardware_summary
+    from pruneformer.runs.report import hardware_summary
 
     gpu = f"GPU {torch.cuda.get_device_name(0)}, " if torch.cuda.is_available() else ""
     return f"{gpu}{hardware_summary()}; {jobs} run(s) side by side, {threads} thread(s) each"

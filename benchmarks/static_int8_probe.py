@@ -4,7 +4,7 @@
 It takes one exported candidate of a `pruneformer compare` directory (default: MLPruning 0.2 of seed 0), fuses it
 with ONNX Runtime's transformer optimizer as `export` does, quantizes it statically (QOperator and QDQ, MatMul
 weights int8, activations uint8, calibrated on real training sentences), and times dense PyTorch fp32, the dynamic
-int8 file and both static files side by side (`pruneformer.latency.time_models`, interleaved rounds).
+int8 file and both static files side by side (`pruneformer.deploy.latency.time_models`, interleaved rounds).
 
     python benchmarks/static_int8_probe.py runs/compare-quick/seed0 --candidate mlpruning-0.2
 """
@@ -28,11 +28,11 @@ def main() -> int:
     from transformers import AutoTokenizer
 
     from pruneformer.data import load_data
-    from pruneformer.hardware import cpu_description, hardware_record
-    from pruneformer.io import load_pruned_model
-    from pruneformer.latency import time_models
-    from pruneformer.onnx_quantize import quiet
-    from pruneformer.onnx_runtime import OnnxClassifier, session
+    from pruneformer.deploy.hardware import cpu_description, hardware_record
+    from pruneformer.deploy.latency import time_models
+    from pruneformer.deploy.quantize import quiet
+    from pruneformer.deploy.runtime import OnnxClassifier, session
+    from pruneformer.models.saved import load_pruned_model
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("seed_dir", type=Path, help="a compare's seed<S> directory")

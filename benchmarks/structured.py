@@ -27,10 +27,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pruneformer.latency import time_models
-from pruneformer.report import hardware_summary
-from pruneformer.pipeline import run
-from pruneformer.recipe import build_recipe
+from pruneformer.deploy.latency import time_models
+from pruneformer.runs.pipeline import run
+from pruneformer.runs.recipe import build_recipe
+from pruneformer.runs.report import hardware_summary
 
 HERE = Path(__file__).resolve().parent
 METHODS = ["mlpruning", "l1-structured", "mlpruning-block"]
@@ -186,7 +186,7 @@ class BSRLinear(nn.Module):
 @torch.no_grad()
 def zero_blocks(model: nn.Module, keep: float, block: int) -> nn.Module:
     """Zero the lowest-L1 blocks of every encoder Linear, keeping ``keep`` of them (MLPruning's block level)."""
-    from pruneformer.targets import resolve_targets
+    from pruneformer.core.targets import resolve_targets
 
     for t in resolve_targets(model):
         w = t.module.weight
@@ -201,7 +201,7 @@ def zero_blocks(model: nn.Module, keep: float, block: int) -> nn.Module:
 
 
 def to_bsr(model: nn.Module, block: int) -> nn.Module:
-    from pruneformer.targets import resolve_targets
+    from pruneformer.core.targets import resolve_targets
 
     for t in resolve_targets(model):
         if not t.module.weight.numel():
@@ -215,10 +215,10 @@ def latency(args, preset_name: str, preset: dict, records: list[dict]) -> tuple[
     import copy
 
     from pruneformer.compress import kept_encoder_weights, shrink_model
-    from pruneformer.io import load_pruned_model
-    from pruneformer.structure import LayerPlan
+    from pruneformer.core.structure import LayerPlan
+    from pruneformer.core.targets import resolve_targets
     from pruneformer.methods import L1StructuredPruner
-    from pruneformer.targets import resolve_targets
+    from pruneformer.models.saved import load_pruned_model
 
     torch.set_num_threads(args.latency_threads)
     dense, _, _ = load_pruned_model(dense_dir(args, preset_name, 0) / "model")

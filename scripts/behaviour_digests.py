@@ -50,13 +50,13 @@ def key_numbers(report: dict) -> dict:
 
 
 def main(dest: str) -> None:
-    from conftest import VOCAB, FILLER, GOOD, make_tiny_model_dir, make_tiny_task
+    from conftest import FILLER, GOOD, VOCAB, make_tiny_model_dir, make_tiny_task
     from llm_fixtures import save_tiny_llama_dir
 
-    from pruneformer.oneshot import run_oneshot
-    from pruneformer.pipeline import run
-    from pruneformer.recipe import build_oneshot_recipe, build_recipe
-    from pruneformer.solution_path import extract, search
+    from pruneformer.runs.oneshot import run_oneshot
+    from pruneformer.runs.pipeline import run
+    from pruneformer.runs.recipe import build_oneshot_recipe, build_recipe
+    from pruneformer.runs.solution_path import extract, search
 
     root = Path(tempfile.mkdtemp(prefix="digests-"))
     model_dir = make_tiny_model_dir(root / "bert")

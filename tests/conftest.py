@@ -25,8 +25,13 @@ VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + GOOD + BAD + FILLER
 
 def make_tiny_model_dir(directory: Path, num_labels: int = 2, model_type: str = "bert") -> Path:
     """Save a random tiny BERT-family classifier (hidden 64, 2 layers, 4 heads, FFN 128) and tokenizer."""
-    from transformers import (BertConfig, BertForSequenceClassification, BertTokenizerFast, DistilBertConfig,
-                              DistilBertForSequenceClassification)
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        BertTokenizerFast,
+        DistilBertConfig,
+        DistilBertForSequenceClassification,
+    )
 
     directory.mkdir(parents=True, exist_ok=True)
     vocab = directory / "vocab.txt"
@@ -73,7 +78,7 @@ def tiny_task(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture
 def tiny_recipe(tiny_model_dir, tiny_task, tmp_path):
     """A fast recipe on the tiny model and task: builds a Recipe with overrides."""
-    from pruneformer.recipe import build_recipe
+    from pruneformer.runs.recipe import build_recipe
 
     def make(**overrides):
         base = {

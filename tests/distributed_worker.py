@@ -17,10 +17,10 @@ import sys
 
 import torch
 
-import pruneformer.pipeline as pipeline
-from pruneformer.checkpoint import split_tensors
-from pruneformer.distributed import current
-from pruneformer.recipe import build_recipe
+import pruneformer.runs.pipeline as pipeline
+from pruneformer.runs.recipe import build_recipe
+from pruneformer.train.checkpoint import split_tensors
+from pruneformer.train.distributed import current
 
 
 class Interrupt(Exception):
@@ -43,7 +43,7 @@ def digest(method) -> str:
 
 def run_structured(config: dict, rank: int) -> None:
     """MLPruning under torchrun: record a digest of the shrunk model each rank evaluates, and its report."""
-    import pruneformer.structured as structured
+    import pruneformer.runs.structured as structured
 
     digests: list[str] = []
     evaluate = structured.evaluate_splits
@@ -66,8 +66,8 @@ def run_structured(config: dict, rank: int) -> None:
 
 def run_spp_search(config: dict, rank: int) -> None:
     """``spp-search`` under torchrun: record a digest of the path record each rank builds, and its summary."""
-    from pruneformer.path_record import PathRecord
-    from pruneformer.solution_path import search
+    from pruneformer.methods.spp.record import PathRecord
+    from pruneformer.runs.solution_path import search
 
     digests: list[str] = []
     from_search = PathRecord.from_search
@@ -85,7 +85,7 @@ def run_spp_search(config: dict, rank: int) -> None:
     recipe = build_recipe(config["recipe"])
     summary = search(recipe, progress=False, log=lambda _: None)
 
-    import pruneformer.solution_path as solution_path
+    import pruneformer.runs.solution_path as solution_path
 
     cuts: list[str] = []
     cut = solution_path.cut

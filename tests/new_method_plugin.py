@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from pruneformer.methods import PruningMethod
-from pruneformer.runs import MethodEntry, Phase, register_method
+from pruneformer.methods.registry import MethodEntry, Phase, register_method
 
 
 class IHTPruner(PruningMethod):

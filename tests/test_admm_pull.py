@@ -7,12 +7,12 @@ import pytest
 import torch
 from torch import nn
 
+from pruneformer.core.patterns import parse_pattern
+from pruneformer.core.targets import Target
 from pruneformer.errors import PruneformerError, RecipeError
 from pruneformer.methods import ADMMPruner
-from pruneformer.patterns import parse_pattern
-from pruneformer.recipe import build_recipe
-from pruneformer.targets import Target
-from pruneformer.training import lr_factor
+from pruneformer.runs.recipe import build_recipe
+from pruneformer.train.loop import lr_factor
 
 
 def one_linear(weight: torch.Tensor) -> tuple[nn.Linear, list[Target]]:

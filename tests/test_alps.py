@@ -12,11 +12,11 @@ import pytest
 import torch
 from test_oneshot import correlated_inputs, prune_linear, reconstruction_error
 
-from pruneformer.calibration import prune_layerwise
+from pruneformer.core.patterns import parse_pattern
+from pruneformer.core.targets import resolve_targets
 from pruneformer.methods import ALPSPruner, MagnitudePruner, SparseGPTPruner
 from pruneformer.methods.alps import refit_on_support, relative_error
-from pruneformer.patterns import parse_pattern
-from pruneformer.targets import resolve_targets
+from pruneformer.train.calibration import prune_layerwise
 
 
 @pytest.mark.parametrize("pattern", ["2:4", "4:8"])
@@ -116,7 +116,7 @@ def test_alps_records_per_layer_diagnostics():
 
 def test_padding_never_enters_the_gram_matrix(tiny_model_dir):
     """The Gram matrix from one padded batch equals the sum of the Grams of each sentence run alone."""
-    from pruneformer.models import load_classifier
+    from pruneformer.models.loading import load_classifier
 
     model, _tokenizer = load_classifier(str(tiny_model_dir), 2)
     model.eval()
@@ -148,7 +148,7 @@ def test_padding_never_enters_the_gram_matrix(tiny_model_dir):
 
 @pytest.mark.parametrize("method", ["alps", "alps-retrain", "sparsegpt-retrain"])
 def test_prune_runs_calibrated_one_shot_methods_on_an_encoder(tiny_recipe, method):
-    from pruneformer.pipeline import run
+    from pruneformer.runs.pipeline import run
 
     recipe = tiny_recipe(prune={"method": method, "pattern": "2:4", "epochs": 1.0, "lr": 1e-3},
                          calibration={"samples": 48, "batch_size": 16}, dense={"epochs": 2.0, "lr": 1e-3})
@@ -196,8 +196,8 @@ def test_oneshot_command_runs_alps_on_a_decoder_and_keeps_its_diagnostics_on_res
 def test_compare_runs_calibrated_candidates(tiny_model_dir, tiny_task, tmp_path):
     """``compare alps:2:4 alps-retrain:2:4`` trains them on the shared dense model like any other candidate."""
     from pruneformer.cli.app import recipe_overrides
-    from pruneformer.recipe import load_recipe
-    from pruneformer.runs.compare import compare
+    from pruneformer.compare.flow import compare
+    from pruneformer.runs.recipe import load_recipe
 
     out = tmp_path / "cmp"
     recipe = load_recipe(None, recipe_overrides(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from pruneformer import MaskedFineTuner, ADMMPruner, parse_pattern, resolve_targets
+from pruneformer import ADMMPruner, MaskedFineTuner, parse_pattern, resolve_targets
 
 
 def test_readme_loop_with_admm_then_masked_finetune(tiny_model_dir):

@@ -1,10 +1,13 @@
 """The import rules of ``src/pruneformer``, checked on the source with ``ast`` (nothing is imported or run).
 
+* every folder is one layer (:data:`LAYERS`, bottom first) and every import points down: a module imports
+  modules of its own folder or of a lower layer, never of a higher one nor of another folder on its own
+  layer (``methods/``, what to keep, and ``compress/``, how to cut, share a layer: what both need lives
+  below them, in ``core/structure.py``);
 * no import cycle among pruneformer's modules (every import counts: top-level, inside functions and under
   ``TYPE_CHECKING``);
-* ``methods/`` (what to keep) imports nothing from ``compress/`` (how to cut) and ``compress/`` nothing from
-  ``methods/``: what both need lives below them, in ``structure.py``;
-* a method never builds a file format: ``methods/`` imports none of the modules that write files;
+* a method never builds a file format: no method imports a module that writes files (SPP's path record is
+  its own file format, read and written beside the search, never by it);
 * no module imports another module's private name (``from .x import _y``);
 * no source file is over :data:`MAX_LINES` lines.
 
@@ -22,7 +25,19 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "pruneformer"
 MAX_LINES = 400
 #: Modules that write file formats (saved models, path records, checkpoints): never imported by a method.
-FILE_FORMAT_MODULES = ("pruneformer.io", "pruneformer.path_record", "pruneformer.checkpoint")
+FILE_FORMAT_MODULES = ("pruneformer.models.saved", "pruneformer.methods.spp.record", "pruneformer.train.checkpoint")
+#: The layers, bottom first; each entry is the folders (or top-level modules) on that layer.
+LAYERS: list[tuple[str, ...]] = [
+    ("errors", "version"),
+    ("core", "data"),
+    ("methods", "compress"),
+    ("models",),
+    ("train",),
+    ("deploy",),
+    ("runs",),
+    ("compare",),
+    ("cli",),
+]
 
 
 # -- the checker -----------------------------------------------------------------------------------------
@@ -116,6 +131,32 @@ def crossings(edges, source: str, forbidden: tuple[str, ...]) -> list[str]:
             for target, _, line in found if any(in_package(target, f) for f in forbidden)]
 
 
+def layer_of(module: str, package: str, layers: list[tuple[str, ...]]) -> tuple[int, str] | None:
+    """(layer index, folder) of a module, or None for the package's own ``__init__`` (the public API, which
+    may gather names from every layer)."""
+    parts = module.split(".")
+    if len(parts) == 1:
+        return None
+    for index, folders in enumerate(layers):
+        if parts[1] in folders:
+            return index, parts[1]
+    raise AssertionError(f"{module} is in no layer: add its folder to LAYERS")
+
+
+def upward_imports(edges, package: str, layers: list[tuple[str, ...]]) -> list[str]:
+    """Imports of a higher layer, or of another folder on the importer's own layer."""
+    found = []
+    for module, targets in edges.items():
+        here = layer_of(module, package, layers)
+        for target, _, line in targets:
+            there = layer_of(target, package, layers)
+            if here is None or there is None or there[1] == here[1]:
+                continue
+            if there[0] >= here[0]:
+                found.append(f"{module}:{line} imports {target} (layer {there[1]} is not below {here[1]})")
+    return found
+
+
 def private_imports(edges) -> list[str]:
     """``from x import _y`` across modules (dunder names such as ``__version__`` are public)."""
     return [f"{module}:{line} imports {name} from {target}" for module, found in edges.items()
@@ -150,6 +191,17 @@ def test_checker_finds_a_cycle_through_a_package_init():
     assert find_cycle(with_packages(edges)) == ["p.a", "p.sub", "p.a"]
 
 
+def test_checker_finds_upward_and_sideways_imports():
+    layers = [("base",), ("low", "side"), ("high",)]
+    edges = graph(fake(p="from .high.h import x", p__base="", p__low="", p__low__a="from ..base import e\nfrom . import b",
+                       p__low__b="def f():\n    from ..high.h import y", p__side="", p__side__s="from ..low.a import z",
+                       p__high="", p__high__h="from ..low.a import z\nfrom ..side.s import w"))
+    assert upward_imports(edges, "p", layers) == ["p.low.b:2 imports p.high.h (layer high is not below low)",
+                                                  "p.side.s:1 imports p.low.a (layer low is not below side)"]
+    with pytest.raises(AssertionError, match="p.stray is in no layer"):
+        upward_imports(graph(fake(p="", p__stray="")), "p", layers)
+
+
 def test_checker_finds_crossings_and_private_names():
     edges = graph(fake(p="", p__m="", p__m__x="from ..c.y import Plan", p__c="", p__c__y="from ..io import _save, __all__",
                        p__io=""))
@@ -162,12 +214,16 @@ def test_checker_finds_crossings_and_private_names():
 @pytest.fixture(scope="module")
 def edges():
     modules = read_package(SRC, PACKAGE)
-    assert len(modules) > 40 and "pruneformer.structure" in modules
+    assert len(modules) > 40 and "pruneformer.core.structure" in modules
     return graph(modules)
 
 
 def test_no_import_cycle(edges):
     assert find_cycle(with_packages(edges)) is None
+
+
+def test_every_import_points_down_a_layer(edges):
+    assert upward_imports(edges, PACKAGE, LAYERS) == []
 
 
 def test_methods_and_compress_do_not_import_each_other(edges):
@@ -176,7 +232,9 @@ def test_methods_and_compress_do_not_import_each_other(edges):
 
 
 def test_methods_build_no_file_format(edges):
-    assert crossings(edges, "pruneformer.methods", FILE_FORMAT_MODULES) == []
+    methods = {m: found for m, found in edges.items() if m.startswith("pruneformer.methods")
+               and not m.startswith(("pruneformer.methods.spp.record", "pruneformer.methods.spp.plots"))}
+    assert crossings(methods, "pruneformer.methods", FILE_FORMAT_MODULES) == []
 
 
 def test_no_private_name_imported_from_another_module(edges):

@@ -10,10 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from pruneformer.cli import app
-from pruneformer.compare_report import LATENCY_TIE, ORT_INT8, PYTORCH, pareto_front, recommend
+from pruneformer.compare.flow import compare
+from pruneformer.compare.report import LATENCY_TIE, ORT_INT8, PYTORCH, pareto_front, recommend
 from pruneformer.errors import RecipeError
-from pruneformer.runs.candidates import parse_candidates
-from pruneformer.runs.compare import compare
+from pruneformer.methods.candidates import parse_candidates
 
 
 # -- candidates -----------------------------------------------------------------------------------------
@@ -96,7 +96,7 @@ def state_of(run_dir: Path) -> dict:
 
 def test_compare_end_to_end_killed_and_resumed(tiny_model_dir, tiny_task, tmp_path):
     from pruneformer.cli.app import recipe_overrides
-    from pruneformer.recipe import load_recipe
+    from pruneformer.runs.recipe import load_recipe
 
     out = tmp_path / "cmp"
     runner = CliRunner()

@@ -11,12 +11,17 @@ import textwrap
 import pytest
 import torch
 from bert_fixtures import FFN, HEAD_DIM, HEADS, HIDDEN, tiny_bert, token_batch
-from transformers import BertForSequenceClassification, BertTokenizerFast, DistilBertConfig, DistilBertForSequenceClassification
+from transformers import (
+    BertForSequenceClassification,
+    BertTokenizerFast,
+    DistilBertConfig,
+    DistilBertForSequenceClassification,
+)
 
 from pruneformer.compress import count_encoder_parameters, kept_encoder_weights, shrink_model
+from pruneformer.core.structure import LayerPlan
 from pruneformer.errors import ModelError
-from pruneformer.io import load_pruned_model, save_shrunk_model
-from pruneformer.structure import LayerPlan
+from pruneformer.models.saved import load_pruned_model, save_shrunk_model
 
 
 def batch(seed: int = 1) -> dict[str, torch.Tensor]:

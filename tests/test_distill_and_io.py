@@ -9,9 +9,9 @@ from transformers import BertConfig, BertForSequenceClassification
 from typer.testing import CliRunner
 
 from pruneformer.cli import app
-from pruneformer.distill import Distiller
 from pruneformer.errors import CheckpointError
-from pruneformer.pipeline import run
+from pruneformer.runs.pipeline import run
+from pruneformer.train.distill import Distiller
 
 
 def tiny_bert(seed: int) -> BertForSequenceClassification:
@@ -38,9 +38,9 @@ def test_pipeline_distils_only_the_phase_with_a_teacher_and_keeps_the_pattern(ti
     """ADMM + SR-STE with distillation against the same run without: distillation is outside ADMM, so the
     dense and ADMM phases are bit for bit the same; from the first SR-STE step the loss holds the KL and
     hidden-state terms beside (1 - alpha) x the task loss; the saved model is exactly 2:4 on its weights."""
-    from pruneformer.io import load_pruned_model
-    from pruneformer.patterns import parse_pattern
-    from pruneformer.targets import resolve_targets
+    from pruneformer.core.patterns import parse_pattern
+    from pruneformer.core.targets import resolve_targets
+    from pruneformer.models.saved import load_pruned_model
 
     settings = {"train": {"batch_size": 16, "log_every": 1, "checkpoint_every": 4, "warmup_ratio": 0.0},
                 "prune": {"method": "admm-srste"}}

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import make_tiny_model_dir, make_tiny_task
 from safetensors.torch import load_file
 
 import pruneformer
-from conftest import make_tiny_model_dir, make_tiny_task
-from pruneformer.pipeline import run
-from pruneformer.recipe import build_recipe
+from pruneformer.runs.pipeline import run
+from pruneformer.runs.recipe import build_recipe
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
 
@@ -78,7 +78,7 @@ def assert_same_predictions(single: Path, multi: Path, dev_csv: Path) -> None:
     """Both saved models' logits on every dev sentence agree (within 1e-3) and so do their predictions."""
     import csv
 
-    from pruneformer.io import load_pruned_model
+    from pruneformer.models.saved import load_pruned_model
 
     texts = [row["text"] for row in csv.DictReader(dev_csv.open())]
     logits = []

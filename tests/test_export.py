@@ -15,14 +15,14 @@ from typer.testing import CliRunner
 from pruneformer.cli import app
 from pruneformer.compress import shrink_model
 from pruneformer.compress.paired import extract, l1_scores
+from pruneformer.core.structure import LayerPlan
+from pruneformer.core.targets import resolve_targets
+from pruneformer.deploy.export import export_model, full_output_rows
+from pruneformer.deploy.runtime import exported_weights, load_onnx_classifier, node_kernel_times, session
 from pruneformer.errors import ExportError
-from pruneformer.export import export_model, full_output_rows
-from pruneformer.io import load_pruned_model, save_pruned_model, save_shrunk_model
-from pruneformer.structure import LayerPlan
 from pruneformer.methods import MagnitudePruner
-from pruneformer.onnx_runtime import exported_weights, load_onnx_classifier, node_kernel_times, session
-from pruneformer.path_record import keep_top
-from pruneformer.targets import resolve_targets
+from pruneformer.methods.spp.cut import keep_top
+from pruneformer.models.saved import load_pruned_model, save_pruned_model, save_shrunk_model
 
 runner = CliRunner()
 KINDS = ["dense", "2:4", "shrunk", "spp"]
@@ -70,8 +70,8 @@ def exported(saved, tiny_task, tmp_path_factory):
 
 def dev_split(tiny_task):
     from pruneformer.data import tokenize_bundle
-    from pruneformer.pipeline import prepare_data
-    from pruneformer.recipe import DataConfig
+    from pruneformer.runs.pipeline import prepare_data
+    from pruneformer.runs.recipe import DataConfig
 
     config = DataConfig(source=str(tiny_task["train"]), dev_file=str(tiny_task["dev"]), max_length=16)
     return lambda tokenizer: (tokenize_bundle(prepare_data(config, 0), tokenizer, 16).dev, ["accuracy"])

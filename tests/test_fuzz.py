@@ -22,16 +22,15 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
-import pruneformer.oneshot as oneshot
-import pruneformer.pipeline as pipeline
-import pruneformer.solution_path as solution_path
-import pruneformer.runs.compare as compare_runner
+import pruneformer.compare.flow as compare_runner
+import pruneformer.runs.oneshot as oneshot
+import pruneformer.runs.pipeline as pipeline
+import pruneformer.runs.solution_path as solution_path
+from pruneformer.cli import app, deploy, recipe_overrides, training
 from pruneformer.cli import compare as compare_cli
-from pruneformer.cli import deploy, training
-from pruneformer.cli import app, recipe_overrides
 from pruneformer.errors import RecipeError
-from pruneformer.recipe import OneShotRecipe, Recipe, build_oneshot_recipe, build_recipe, load_recipe
-from pruneformer.runs import method_names, oneshot_names
+from pruneformer.methods.registry import method_names, oneshot_names
+from pruneformer.runs.recipe import OneShotRecipe, Recipe, build_oneshot_recipe, build_recipe, load_recipe
 
 EXAMPLES = 1000
 #: Every health check is on but too_slow, the one that depends on the machine's speed (a loaded CI CPU would
@@ -126,10 +125,12 @@ def invalid_values(path: tuple[str, ...], leaves: dict | None = None) -> st.Sear
     item = typing.get_args(kind)[0] if origin is list and typing.get_args(kind) else None
     if typing.get_origin(item) is typing.Annotated:
         item = typing.get_args(item)[0]
-    if item is int:  # seeds: whole numbers >= 0, each once
+    if item is int:  # seeds: whole numbers >= 0, each once (JUNK's lists of integers can be valid seeds)
         return st.one_of(st.text(max_size=8), st.lists(st.integers(max_value=-1), min_size=1, max_size=3),
                          st.integers(0, 9).map(lambda i: [i, i]), st.just([]),
-                         st.lists(st.sampled_from(["abc", "x", "1.5"]), min_size=1, max_size=2), *wrong_type)
+                         st.lists(st.sampled_from(["abc", "x", "1.5"]), min_size=1, max_size=2),
+                         st.dictionaries(st.text(max_size=3), st.integers(), min_size=1, max_size=2),
+                         *([] if nullable else [st.none()]))
     if origin is list:
         extra = [st.lists(st.sampled_from(BAD_REGEXES), min_size=1, max_size=2)] if path[-1] in ("include", "exclude") else []
         return st.one_of(st.text(max_size=8), st.lists(st.integers(), min_size=1, max_size=3),

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pruneformer import hardware
-from pruneformer.latency import time_models
-from pruneformer.report import hardware_summary
+from pruneformer.deploy import hardware
+from pruneformer.deploy.latency import time_models
+from pruneformer.runs.report import hardware_summary
 
 
 def test_instruction_set_names_the_best_kernel_family_the_flags_allow():

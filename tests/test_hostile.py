@@ -12,14 +12,14 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, get_linear_schedule_with_warmup
 from typer.testing import CliRunner
 
-from pruneformer.checkpoint import join_tensors, load_checkpoint, save_checkpoint, split_tensors
 from pruneformer.cli import app
-from pruneformer.divergence import likely_cause
 from pruneformer.errors import CheckpointError, DivergenceError, ModelError
-from pruneformer.io import load_pruned_model
-from pruneformer.models import load_classifier
-from pruneformer.pipeline import run
-from pruneformer.training import make_optimizer
+from pruneformer.models.loading import load_classifier
+from pruneformer.models.saved import load_pruned_model
+from pruneformer.runs.pipeline import run
+from pruneformer.train.checkpoint import join_tensors, load_checkpoint, save_checkpoint, split_tensors
+from pruneformer.train.divergence import likely_cause
+from pruneformer.train.loop import make_optimizer
 
 
 def pickled_copy(model_dir: Path, tmp_path: Path) -> Path:

@@ -17,13 +17,13 @@ from torch.utils.data import DataLoader
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, TrainingArguments
 
 from pruneformer import ADMMPruner, MaskedFineTuner, SRSTEPruner, compute_masks, parse_pattern
+from pruneformer.core.targets import resolve_targets
 from pruneformer.data import tokenize_bundle
-from pruneformer.integrations import PruningCallback
 from pruneformer.methods import MLPruner, SPPSearch
-from pruneformer.pipeline import prepare_data
-from pruneformer.recipe import DataConfig
-from pruneformer.targets import resolve_targets
-from pruneformer.training import TrainSettings, epoch_batches, train_phase
+from pruneformer.runs.pipeline import prepare_data
+from pruneformer.runs.recipe import DataConfig
+from pruneformer.train.loop import TrainSettings, epoch_batches, train_phase
+from pruneformer.train.trainer_callback import PruningCallback
 
 BATCH, EPOCHS, LR = 16, 2.0, 1e-3
 

@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from pruneformer import ADMMPruner, MagnitudePruner, parse_pattern, resolve_targets
 from pruneformer.errors import ModelError, PatternError
-from pruneformer.llm import load_causal_lm, perplexity, token_blocks
+from pruneformer.models.llm import load_causal_lm, perplexity, token_blocks
 
 
 def test_llama_targets_every_projection_with_roles():

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
+from pruneformer.core.patterns import parse_pattern
+from pruneformer.core.targets import Target
 from pruneformer.methods import ADMMPruner, MagnitudePruner, MaskedFineTuner, SRSTEPruner
-from pruneformer.patterns import parse_pattern
-from pruneformer.targets import Target
 
 
 def make_stack(seed: int = 0, width: int = 16) -> tuple[nn.Sequential, list[Target]]:
@@ -259,7 +259,7 @@ def test_srste_decoupled_decay_is_independent_of_adam_normalisation():
 
 def test_admm_penalty_is_added_after_clipping():
     """The penalty gradient goes in after clipping: a tiny clip norm scales the task gradient only."""
-    from pruneformer.training import StepContext, train_step
+    from pruneformer.train.loop import StepContext, train_step
 
     model, targets = make_stack()
     method = ADMMPruner("2:4", rho=0.3, interval=1000, penalty="gradient")

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
+from pruneformer.data.metrics import ALL_METRICS, compute_metrics, primary_metric
 from pruneformer.errors import DataError
-from pruneformer.metrics import ALL_METRICS, compute_metrics, primary_metric
 
 
 def logits_for(classes: list[int], num_classes: int = 2) -> np.ndarray:

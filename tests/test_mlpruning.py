@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import math
 
+import bert_fixtures
 import pytest
 import torch
+from bert_fixtures import FFN, HEADS, token_batch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import BertForSequenceClassification
 
-import bert_fixtures
-from bert_fixtures import FFN, HEADS, token_batch
-
 from pruneformer.compress import shrink_model
+from pruneformer.core.targets import resolve_targets
 from pruneformer.errors import PatternError
 from pruneformer.methods import L1StructuredPruner, MLPruner
 from pruneformer.methods.l1_structured import aligned_masks
 from pruneformer.methods.mlpruning import TopKMask, keep_count
-from pruneformer.targets import resolve_targets
-from pruneformer.training import make_optimizer
+from pruneformer.train.loop import make_optimizer
 
 
 def tiny_bert(seed: int = 0) -> BertForSequenceClassification:
@@ -202,7 +201,7 @@ def test_l1_baseline_keeps_the_largest_heads_and_units():
 
 
 def test_distiller_attention_term_is_the_mean_mse_of_probabilities():
-    from pruneformer.distill import Distiller
+    from pruneformer.train.distill import Distiller
 
     teacher, student = tiny_bert(0), tiny_bert(1)
     batch = {**inputs(), "labels": torch.tensor([0, 1] * 4)}

@@ -11,14 +11,14 @@ from llm_fixtures import random_tokens, save_tiny_llama_dir, tiny_gpt2, tiny_lla
 from torch import nn
 from typer.testing import CliRunner
 
-from pruneformer.calibration import prune_layerwise
 from pruneformer.cli import app
+from pruneformer.core.patterns import parse_pattern
+from pruneformer.core.targets import Target, resolve_targets
 from pruneformer.errors import PatternError, PruneformerError
-from pruneformer.llm import batches_of
 from pruneformer.methods import MagnitudePruner, SparseGPTPruner, WandaPruner
-from pruneformer.oneshot import build_oneshot_method, oneshot
-from pruneformer.patterns import parse_pattern
-from pruneformer.targets import Target, resolve_targets
+from pruneformer.models.llm import batches_of
+from pruneformer.runs.oneshot import build_oneshot_method, oneshot
+from pruneformer.train.calibration import prune_layerwise
 
 PATTERNS = ["2:4", "50%", "4x4:8"]
 

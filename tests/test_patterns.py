@@ -1,4 +1,4 @@
-"""Property tests for pruneformer.patterns: the projection must be exact, not just plausible.
+"""Property tests for pruneformer.core.patterns: the projection must be exact, not just plausible.
 
 Weights are drawn from continuous distributions (randn with a hypothesis-chosen seed) so that, with
 probability one, there are no zeros or ties and "the largest |w|" is unique. Tie behaviour is tested
@@ -15,8 +15,7 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from pruneformer.errors import PatternError
-from pruneformer.patterns import (
+from pruneformer.core.patterns import (
     BlockPattern,
     NMPattern,
     Pattern,
@@ -24,6 +23,7 @@ from pruneformer.patterns import (
     compute_masks,
     parse_pattern,
 )
+from pruneformer.errors import PatternError
 
 # Applied per test (not via a global profile) so other test modules keep their own hypothesis defaults.
 fast = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

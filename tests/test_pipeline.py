@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from pruneformer.errors import PruneformerError
-from pruneformer.pipeline import run
+from pruneformer.runs.pipeline import run
 
 
 class Kill(Exception):
@@ -41,7 +41,7 @@ def test_admm_run_is_reported_and_pattern_exact(tiny_recipe):
 def test_saved_model_gives_identical_predictions(tiny_recipe, tiny_task):
     from transformers import AutoModelForSequenceClassification
 
-    from pruneformer.io import load_pruned_model
+    from pruneformer.models.saved import load_pruned_model
 
     recipe = tiny_recipe(prune={"method": "magnitude-retrain", "epochs": 0.5})
     run(recipe, progress=False, log=lambda _: None)
@@ -54,9 +54,10 @@ def test_saved_model_gives_identical_predictions(tiny_recipe, tiny_task):
         assert torch.equal(ours(**batch).logits, plain(**batch).logits)
     assert info["method"] == "magnitude-retrain"
     report = json.loads(Path(recipe.output_dir, "report.json").read_text())
-    from pruneformer.data import load_data, tokenize_bundle
-    from pruneformer.evaluation import evaluate
     from transformers import DataCollatorWithPadding
+
+    from pruneformer.data import load_data, tokenize_bundle
+    from pruneformer.train.evaluation import evaluate
 
     bundle = tokenize_bundle(load_data(str(tiny_task["train"]), dev=str(tiny_task["dev"])), tokenizer, 16)
     again = evaluate(ours, bundle.dev, DataCollatorWithPadding(tokenizer), ["accuracy"])
@@ -71,8 +72,8 @@ def test_saved_model_gives_identical_predictions(tiny_recipe, tiny_task):
 def test_every_schedule_ends_in_the_pattern(tiny_recipe, method, phases):
     """Read off the saved weights, not the report's flag: 1:4 keeps one weight in every 4 consecutive inputs,
     4x4:8 eight in every 4 x 4 tile; and the pruned model still solves the (easy) tiny task."""
-    from pruneformer.io import load_pruned_model
-    from pruneformer.targets import resolve_targets
+    from pruneformer.core.targets import resolve_targets
+    from pruneformer.models.saved import load_pruned_model
 
     pattern = "4x4:8" if method == "srste" else "1:4"
     recipe = tiny_recipe(prune={"method": method, "pattern": pattern})

@@ -10,10 +10,10 @@ import math
 
 import pytest
 
-from pruneformer.llm import load_causal_lm, load_texts, perplexity, token_blocks
-from pruneformer.oneshot import build_oneshot_method, oneshot
-from pruneformer.patterns import parse_pattern
-from pruneformer.targets import resolve_targets
+from pruneformer.core.patterns import parse_pattern
+from pruneformer.core.targets import resolve_targets
+from pruneformer.models.llm import load_causal_lm, load_texts, perplexity, token_blocks
+from pruneformer.runs.oneshot import build_oneshot_method, oneshot
 
 pytestmark = pytest.mark.slow
 

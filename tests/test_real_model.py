@@ -36,10 +36,10 @@ def test_minilm_admm_2of4_end_to_end(tmp_path):
     from transformers import DataCollatorWithPadding
 
     from pruneformer.data import tokenize_bundle
-    from pruneformer.evaluation import evaluate
-    from pruneformer.io import load_pruned_model
-    from pruneformer.recipe import DataConfig
+    from pruneformer.models.saved import load_pruned_model
     from pruneformer.runs.engine import prepare_data
+    from pruneformer.runs.recipe import DataConfig
+    from pruneformer.train.evaluation import evaluate
 
     model, tokenizer, _ = load_pruned_model(out / "model")
     bundle = prepare_data(DataConfig(source="embedded", max_train=256, max_eval=128), report["seed"])

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from pruneformer.cli import app
 from pruneformer.errors import RecipeError
 from pruneformer.methods import ADMMPruner, SRSTEPruner
-from pruneformer.recipe import build_recipe
-from pruneformer.runs import describe_methods, method_entry, method_names, unregister_method
+from pruneformer.methods.registry import describe_methods, method_entry, method_names, unregister_method
+from pruneformer.runs.recipe import build_recipe
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ import torch
 from safetensors.torch import load_file
 
 from pruneformer.errors import PruneformerError
-from pruneformer.pipeline import run
-from pruneformer.recipe import build_oneshot_recipe
-from pruneformer.solution_path import extract, search
+from pruneformer.runs.pipeline import run
+from pruneformer.runs.recipe import build_oneshot_recipe
+from pruneformer.runs.solution_path import extract, search
 
 
 class Kill(Exception):
@@ -93,7 +93,7 @@ def test_oneshot_resumes_to_the_same_model(tmp_path, monkeypatch):
     from llm_fixtures import save_tiny_llama_dir
 
     from pruneformer.methods import SparseGPTPruner
-    from pruneformer.oneshot import run_oneshot
+    from pruneformer.runs.oneshot import run_oneshot
 
     llama = save_tiny_llama_dir(tmp_path / "llama", VOCAB)
     text = tmp_path / "reviews.txt"

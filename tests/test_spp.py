@@ -7,12 +7,13 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
 from pruneformer.compress.paired import extract, l1_scores, layers_of, removed_parameters, zero_removed
+from pruneformer.core.targets import resolve_targets
 from pruneformer.errors import CheckpointError, RecipeError
-from pruneformer.methods.lbi import LinearizedBregman
-from pruneformer.methods.spp import SPPSearch, UnitMasks
-from pruneformer.path_record import PathRecord, check_ratio, keep_top, model_fingerprint
-from pruneformer.targets import resolve_targets
-from pruneformer.training import make_optimizer
+from pruneformer.methods.spp.lbi import LinearizedBregman
+from pruneformer.methods.spp.cut import check_ratio, keep_top
+from pruneformer.methods.spp.record import PathRecord, model_fingerprint
+from pruneformer.methods.spp.search import SPPSearch, UnitMasks
+from pruneformer.train.loop import make_optimizer
 
 
 def tiny_bert(seed: int = 0) -> BertForSequenceClassification:
@@ -229,7 +230,7 @@ def test_l1_scores_rank_by_weight_norm():
 def test_cut_model_saves_and_reloads_with_identical_predictions(tmp_path):
     from transformers import AutoModelForSequenceClassification
 
-    from pruneformer.io import load_pruned_model, save_shrunk_model
+    from pruneformer.models.saved import load_pruned_model, save_shrunk_model
 
     model = tiny_bert()
     keep = make_record(model).keep(0.5)

@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from pruneformer.cli import app
-from pruneformer.io import load_pruned_model
+from pruneformer.models.saved import load_pruned_model
 
 runner = CliRunner()
 

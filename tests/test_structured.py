@@ -6,13 +6,13 @@ import json
 
 import pytest
 import torch
+from conftest import make_tiny_model_dir
 from typer.testing import CliRunner
 
-from conftest import make_tiny_model_dir
 from pruneformer.cli import app
 from pruneformer.errors import ModelError, PatternError, RecipeError
-from pruneformer.io import load_pruned_model
-from pruneformer.pipeline import run
+from pruneformer.models.saved import load_pruned_model
+from pruneformer.runs.pipeline import run
 
 
 def structured(tiny_recipe, method: str, **mlpruning):

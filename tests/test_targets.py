@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import pytest
-from transformers import (BertConfig, BertForSequenceClassification, DistilBertConfig,
-                          DistilBertForSequenceClassification, RobertaConfig, RobertaForSequenceClassification,
-                          OPTConfig, OPTForSequenceClassification)
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    DistilBertConfig,
+    DistilBertForSequenceClassification,
+    OPTConfig,
+    OPTForSequenceClassification,
+    RobertaConfig,
+    RobertaForSequenceClassification,
+)
 
+from pruneformer.core.targets import ROLES, resolve_targets
 from pruneformer.errors import ModelError, RecipeError
-from pruneformer.targets import ROLES, resolve_targets
 
 SMALL = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64, vocab_size=50)
 

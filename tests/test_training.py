@@ -6,7 +6,7 @@ import random
 
 import torch
 
-from pruneformer.training import epoch_batches
+from pruneformer.train.loop import epoch_batches
 
 
 def test_epoch_batches_cover_every_example_once_and_are_reproducible():
@@ -33,7 +33,7 @@ def test_grouping_by_length_cuts_padding():
 
 
 def test_phases_of_one_schedule_share_one_lr_curve_with_no_step_at_zero():
-    from pruneformer.training import lr_factor, make_scheduler, schedule_spans
+    from pruneformer.train.loop import lr_factor, make_scheduler, schedule_spans
 
     spans, total = schedule_spans([0.5, 1.5], steps_per_epoch=10)
     assert spans == [(0, 5), (5, 20)] and total == 20
@@ -53,7 +53,7 @@ def test_phases_of_one_schedule_share_one_lr_curve_with_no_step_at_zero():
 
 
 def test_a_later_phase_continues_the_data_order_instead_of_replaying_it():
-    from pruneformer.training import epoch_batches
+    from pruneformer.train.loop import epoch_batches
 
     lengths = list(range(100))
     first = epoch_batches(lengths, 8, seed=0, epoch=0, group_by_length=True, stream=1)

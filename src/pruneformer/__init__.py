@@ -7,11 +7,12 @@ The Python API, for use in your own training loop::
     pruner.attach(model, resolve_targets(model))
     ...  # call its hooks around each step, then pruner.finalize()
 
-and the whole pipeline (what ``pruneformer prune`` runs): :func:`pruneformer.pipeline.run`.
+and the whole pipeline (what ``pruneformer prune`` runs): :func:`pruneformer.runs.pipeline.run`.
 """
 
+from .core.patterns import compute_masks, parse_pattern
+from .core.targets import resolve_targets
 from .errors import PruneformerError
-from .io import load_pruned_model, save_pruned_model
 from .methods import (
     ADMMPruner,
     ALPSPruner,
@@ -22,8 +23,7 @@ from .methods import (
     SRSTEPruner,
     WandaPruner,
 )
-from .patterns import compute_masks, parse_pattern
-from .targets import resolve_targets
+from .models.saved import load_pruned_model, save_pruned_model
 from .version import __version__
 
 __all__ = [

@@ -8,8 +8,19 @@ from typing import Any, Optional
 import typer
 
 from ..errors import PruneformerError, RecipeError
-from .app import (BATCH_SIZE, CHECKPOINT_EVERY, DENSE_LR, QUIET, RESUME, TRUST_PICKLE,
-                  app, console, fail, recipe_overrides, with_data_options)
+from .app import (
+    BATCH_SIZE,
+    CHECKPOINT_EVERY,
+    DENSE_LR,
+    QUIET,
+    RESUME,
+    TRUST_PICKLE,
+    app,
+    console,
+    fail,
+    recipe_overrides,
+    with_data_options,
+)
 
 
 def parse_seeds(text: Optional[str]) -> Optional[list[int]]:
@@ -56,8 +67,8 @@ def compare_cmd(
 ) -> None:
     """Which pruning should I use? Train every candidate on the same data and seeds, measure accuracy, size and
     latency, and recommend the fastest and the smallest within --max-drop."""
-    from ..recipe import load_recipe
-    from ..runs.compare import compare
+    from ..compare.flow import compare
+    from ..runs.recipe import load_recipe
 
     try:
         words = [*(candidates or []), *(candidate_list or [])]

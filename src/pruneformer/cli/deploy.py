@@ -16,7 +16,7 @@ from .app import TRUST_PICKLE, app, console, fail, parse_option
 def _tokenized_split(tokenizer: Any, split: str, seed: int, config: Any) -> tuple[Any, list[str]]:
     """(tokenized ``split``, the task's metrics) of the data a :class:`DataConfig` names, for scoring a model."""
     from ..data import tokenize_bundle
-    from ..pipeline import prepare_data
+    from ..runs.pipeline import prepare_data
 
     bundle = tokenize_bundle(prepare_data(config, seed), tokenizer, config.max_length)
     dataset = getattr(bundle, split, None)
@@ -44,10 +44,10 @@ def eval_cmd(
     """Score a saved or exported model on a data split."""
     from transformers import DataCollatorWithPadding
 
-    from ..evaluation import evaluate
-    from ..onnx_runtime import load_for_scoring
-    from ..pipeline import quiet_library_progress
-    from ..recipe import DataConfig, validate_config
+    from ..deploy.runtime import load_for_scoring
+    from ..runs.pipeline import quiet_library_progress
+    from ..runs.recipe import DataConfig, validate_config
+    from ..train.evaluation import evaluate
 
     quiet_library_progress()
     try:
@@ -82,9 +82,9 @@ def export_cmd(
     trust_pickle: bool = TRUST_PICKLE,
 ) -> None:
     """Export a saved model to ONNX (dynamic batch and sequence), checked against PyTorch; optionally int8."""
-    from ..export import FORMATS, QUANTIZATIONS, check_choice, export_model
-    from ..pipeline import quiet_library_progress
-    from ..recipe import load_recipe
+    from ..deploy.export import FORMATS, QUANTIZATIONS, check_choice, export_model
+    from ..runs.pipeline import quiet_library_progress
+    from ..runs.recipe import load_recipe
 
     quiet_library_progress()
     try:
@@ -113,14 +113,14 @@ def inspect(
     trust_pickle: bool = TRUST_PICKLE,
 ) -> None:
     """Per-layer sparsity, and whether every targeted layer satisfies its pattern (exit 1 if not)."""
-    from ..io import load_pruned_model
-    from ..onnx_runtime import exported_weights, is_exported
-    from ..patterns import parse_pattern
-    from ..pipeline import quiet_library_progress
+    from ..core.patterns import parse_pattern
+    from ..deploy.runtime import exported_weights, is_exported
+    from ..models.saved import load_pruned_model
+    from ..runs.pipeline import quiet_library_progress
 
     quiet_library_progress()
-    from ..sparsity import overall_sparsity, weight_sparsity
-    from ..targets import resolve_targets
+    from ..core.sparsity import overall_sparsity, weight_sparsity
+    from ..core.targets import resolve_targets
 
     try:
         asked = parse_option("--pattern", parse_pattern, pattern) if pattern else None  # fails before any loading

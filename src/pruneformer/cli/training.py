@@ -8,9 +8,24 @@ from typing import Any, Optional
 import typer
 
 from ..errors import PruneformerError
-from ..runs import describe_methods, oneshot_names
-from .app import (BATCH_SIZE, CHECKPOINT_EVERY, DENSE_LR, MAX_EVAL, MAX_LENGTH, MAX_TRAIN, QUIET, RESUME, SEED, TRUST_PICKLE,
-                  app, console, fail, recipe_overrides, with_data_options)
+from ..methods.registry import describe_methods, oneshot_names
+from .app import (
+    BATCH_SIZE,
+    CHECKPOINT_EVERY,
+    DENSE_LR,
+    MAX_EVAL,
+    MAX_LENGTH,
+    MAX_TRAIN,
+    QUIET,
+    RESUME,
+    SEED,
+    TRUST_PICKLE,
+    app,
+    console,
+    fail,
+    recipe_overrides,
+    with_data_options,
+)
 
 
 @app.command()
@@ -56,8 +71,8 @@ def prune(
     **model_and_data: Any,
 ) -> None:
     """Fine-tune dense, prune to a pattern, retrain, and save the model with a report."""
-    from ..pipeline import run
-    from ..recipe import load_recipe
+    from ..runs.pipeline import run
+    from ..runs.recipe import load_recipe
 
     flags = {k: v for k, v in locals().items() if k not in ("recipe", "resume", "quiet", "run", "load_recipe",
                                                              "trust_pickle", "model_and_data")} | model_and_data
@@ -91,9 +106,9 @@ def oneshot_cmd(
     quiet: bool = QUIET,
 ) -> None:
     """Prune a decoder LLM (Llama, GPT-2) once with magnitude, Wanda or SparseGPT; report held-out perplexity."""
-    from ..oneshot import run_oneshot
-    from ..pipeline import quiet_library_progress
-    from ..recipe import build_oneshot_recipe
+    from ..runs.oneshot import run_oneshot
+    from ..runs.pipeline import quiet_library_progress
+    from ..runs.recipe import build_oneshot_recipe
 
     quiet_library_progress()
     settings = {k: v for k, v in locals().items() if k not in ("quiet", "resume", "run_oneshot", "quiet_library_progress",
@@ -134,8 +149,8 @@ def spp_search_cmd(
     quiet: bool = QUIET,
 ) -> None:
     """SPP: one solution-path search over paired-dimension masks; cut any ratio from it with spp-extract."""
-    from ..recipe import load_recipe
-    from ..solution_path import search
+    from ..runs.recipe import load_recipe
+    from ..runs.solution_path import search
 
     spp = {k: v for k, v in dict(epochs=epochs, kappa=kappa, nu=nu, lam=lam, alpha=alpha, granularity=granularity,
                                  train_weights=train_weights, mask_optimizer=mask_optimizer, mask_lr=mask_lr,
@@ -163,7 +178,7 @@ def spp_extract_cmd(
     quiet: bool = QUIET,
 ) -> None:
     """Cut physically smaller models at any ratios from one SPP search (no new search)."""
-    from ..solution_path import extract
+    from ..runs.solution_path import extract
 
     try:
         extract(search_dir, [*ratio, *(more_ratios or [])], finetune_epochs, output_dir, progress=not quiet,

@@ -21,8 +21,8 @@ import copy
 import torch
 from torch import nn
 
-from ..structure import GROUPS, LayerPlan, PairedLayer, paired_layers
-from ..targets import all_targets
+from ..core.structure import GROUPS, LayerPlan, PairedLayer, paired_layers
+from ..core.targets import all_targets
 from .slicing import shrink_model
 
 

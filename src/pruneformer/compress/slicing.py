@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from transformers.activations import ACT2FN
 
-from ..structure import LayerPlan, check_compressible
+from ..core.structure import LayerPlan, check_compressible
 from .modeling_shrunk_bert import ShrunkBertConfig, ShrunkBertForSequenceClassification
 
 #: config.json keys that belong to the dense model's class, not to its shape.

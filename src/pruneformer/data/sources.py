@@ -11,7 +11,6 @@ from .embedded import load_embedded_sentiment
 from .glue import GLUE_TASKS, glue_key, load_glue
 from .tables import load_local
 
-
 EMBEDDED_SOURCES = ("embedded", "movie-sentiment")
 # load_local's options and their defaults: callers (recipes, CLI) pass them whatever the source is.
 _LOCAL_DEFAULTS: dict[str, Any] = {"dev": None, "test": None, "text_column": "text", "text_pair_column": None,

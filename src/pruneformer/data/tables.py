@@ -14,7 +14,6 @@ from ..errors import DataError, brief
 from .bundle import CLASSIFICATION, REGRESSION, DataBundle, TaskSpec
 from .labels import build_split, check_no_missing, classification_metrics, infer_scheme, require_columns
 
-
 _FORMATS: dict[str, tuple[str, dict[str, Any]]] = {
     # keep_default_na=False: a review that says "NA" or "null" is text, not a missing value.
     ".csv": ("csv", {"keep_default_na": False}),

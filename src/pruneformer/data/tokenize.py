@@ -10,7 +10,6 @@ from datasets.fingerprint import generate_random_fingerprint
 from ..errors import DataError
 from .bundle import DataBundle
 
-
 MODEL_INPUT_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
 
 

@@ -9,7 +9,7 @@ from .magnitude import MagnitudePruner
 from .masked import MaskedFineTuner
 from .mlpruning import MLPruner
 from .sparsegpt import SparseGPTPruner
-from .spp import SPPSearch
+from .spp.search import SPPSearch
 from .srste import SRSTEPruner
 from .wanda import WandaPruner
 

@@ -53,10 +53,9 @@ from typing import Any, ClassVar, Literal, Mapping
 
 import torch
 
+from ..core.patterns import compute_masks
 from ..errors import DivergenceError, PruneformerError
-from ..patterns import compute_masks
 from .base import PruningMethod
-
 
 #: rho above this is blamed when a run goes non-finite (a hundred times rho_max's default).
 RHO_FAR_TOO_LARGE = 10.0

@@ -2,7 +2,7 @@
 NeurIPS 2024, arXiv 2406.07831), written for every pattern the project has.
 
 For a Linear with dense weight ``W0`` and calibration inputs ``X`` (rows are tokens; padding never enters,
-see :mod:`pruneformer.calibration`), the pruned weight minimises the output error
+see :mod:`pruneformer.train.calibration`), the pruned weight minimises the output error
 
     f(W) = tr((W - W0) H (W - W0)^T),   H = X^T X + lambda I,   subject to W in the pattern.
 
@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Mapping
 
 import torch
 
-from ..patterns import Pattern
+from ..core.patterns import Pattern
 from .calibrated import CalibratedPruner
 from .sparsegpt import SparseGPTPruner
 

@@ -18,7 +18,7 @@ their own training loop, and so pruneformer's own loop never needs to know which
     masks = method.finalize()                   # hard-prune: weights now satisfy the pattern
 
 One-shot methods that need calibration data (Wanda, SparseGPT; ``calibrates = True``) add two hooks that
-:func:`pruneformer.calibration.prune_layerwise` drives layer by layer::
+:func:`pruneformer.train.calibration.prune_layerwise` drives layer by layer::
 
     method.attach(model, targets)
     for each transformer layer:
@@ -38,8 +38,8 @@ from typing import Any, ClassVar, Iterator, Mapping
 import torch
 from torch import nn
 
-from ..patterns import Pattern, compute_masks, parse_pattern
-from ..targets import Target
+from ..core.patterns import Pattern, compute_masks, parse_pattern
+from ..core.targets import Target
 
 
 class PruningMethod:

@@ -1,6 +1,6 @@
 """The bookkeeping shared by one-shot methods that prune from calibration data (Wanda, SparseGPT).
 
-Such a method never trains. :func:`pruneformer.calibration.prune_layerwise` feeds it, layer by layer, the
+Such a method never trains. :func:`pruneformer.train.calibration.prune_layerwise` feeds it, layer by layer, the
 inputs every target Linear sees on calibration text (:meth:`observe`), then asks it to prune the layer's
 targets (:meth:`prune_target`) before the next layer's inputs are computed from the pruned layer. A
 subclass only says what statistic it keeps (:meth:`accumulate`) and how it turns the statistic and the
@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 
 import torch
 
+from ..core.targets import Target
 from ..errors import PatternError, PruneformerError
-from ..targets import Target
 from .base import PruningMethod
 
 
@@ -73,6 +73,6 @@ class CalibratedPruner(PruningMethod):
         missing = [t.name for t in self.targets if t.name not in self.masks]
         if missing:
             raise PruneformerError(f"{self.name} has not pruned {missing[0]} (and {len(missing) - 1} more) yet.",
-                                   "calibrate first: pruneformer.calibration.prune_layerwise(model, method, batches)")
+                                   "calibrate first: pruneformer.train.calibration.prune_layerwise(model, method, batches)")
         self.apply_masks(self.masks)
         return dict(self.masks)

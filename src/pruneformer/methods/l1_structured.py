@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..structure import LayerPlan, ShrinkSchedule, check_compressible
-from ..targets import Target
+from ..core.structure import LayerPlan, ShrinkSchedule, check_compressible
+from ..core.targets import Target
 from .base import PruningMethod
 from .mlpruning import aligned_count, kept_indices
 

@@ -36,9 +36,9 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ..core.structure import LayerPlan, ShrinkSchedule, check_compressible
+from ..core.targets import Target
 from ..errors import PatternError
-from ..structure import LayerPlan, ShrinkSchedule, check_compressible
-from ..targets import Target
 from .base import PruningMethod
 
 

@@ -22,8 +22,8 @@ from typing import Any, ClassVar, Mapping
 
 import torch
 
+from ..core.patterns import UnstructuredPattern
 from ..errors import PruneformerError
-from ..patterns import UnstructuredPattern
 from .calibrated import CalibratedPruner
 
 

@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import torch
 
-from ..patterns import NMPattern, Pattern
+from ..core.patterns import NMPattern, Pattern
 from .calibrated import CalibratedPruner
 
 

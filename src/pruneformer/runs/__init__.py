@@ -1,8 +1,2 @@
-"""The top half of a run, shared by every command: the registry of methods (name -> stages), read by the
-recipe, the CLI's help, the pipeline and the benchmarks."""
-
-from .registry import (MethodEntry, Phase, describe_methods, method_entry, method_names, oneshot_method,
-                       oneshot_names, register_method, unregister_method)
-
-__all__ = ["MethodEntry", "Phase", "describe_methods", "method_entry", "method_names", "oneshot_method",
-           "oneshot_names", "register_method", "unregister_method"]
+"""Runs: the validated recipe (``recipe``), the engine every command's run shares (``engine``), each command's
+flow (``pipeline`` for prune, ``structured``, ``solution_path``, ``oneshot``) and the report they write."""

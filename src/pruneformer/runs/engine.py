@@ -21,16 +21,16 @@ from torch import nn
 from transformers import DataCollatorWithPadding, set_seed
 
 from ..data import DataBundle, load_data, tokenize_bundle
-from ..distill import Distiller
-from ..distributed import current as current_world
 from ..errors import PruneformerError
-from ..evaluation import evaluate_splits
-from ..io import read_pruning_info, save_pruned_model
 from ..methods import PruningMethod
-from ..models import load_classifier
-from ..recipe import DataConfig, recipe_to_yaml
-from ..report import write_report
-from ..training import PhaseResult, TrainSettings, train_phase
+from ..models.loading import load_classifier
+from ..models.saved import read_pruning_info, save_pruned_model
+from ..train.distill import Distiller
+from ..train.distributed import current as current_world
+from ..train.evaluation import evaluate_splits
+from ..train.loop import PhaseResult, TrainSettings, train_phase
+from .recipe import DataConfig, recipe_to_yaml
+from .report import write_report
 
 STATE_FILE = "run_state.json"
 

@@ -1,0 +1,133 @@
+"""The structure that structured pruning keeps or cuts: the vocabulary shared by ``methods/`` and ``compress/``.
+
+Methods decide what to keep, ``compress/`` cuts it; neither imports the other, both import this module
+(as Torch-Pruning's ``Group`` sits between its importance and its pruning functions):
+
+* :class:`LayerPlan`: what one layer keeps (heads, head dimensions, FFN units, output rows), the hand-over
+  from a structured method (MLPruning, the L1 baseline) to :func:`compress.shrink_model`;
+* :class:`PairedLayer` and :data:`GROUPS`: the paired inner dimensions of a layer, query-key (``qk``),
+  value-output (``vo``) and FFN in-out (``ffn``), which SPP masks and :mod:`compress.paired` removes;
+* :data:`COMPRESSIBLE_MODEL_TYPES` / :func:`check_compressible`: the architectures that can be physically cut;
+* :class:`ShrinkSchedule`: how a structured method spends its budget around the physical cut.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from torch import nn
+
+from ..errors import ModelError, RecipeError
+from .targets import Target
+
+#: The paired inner dimensions of a transformer layer: query-key, value-output and FFN in-out.
+GROUPS = ("qk", "vo", "ffn")
+#: Per-head masks ([heads, head_dim]) or one vector per layer shared by all heads ([head_dim]).
+Granularity = Literal["head", "shared"]
+#: Model types whose layers, embeddings and classifier have BERT's exact layout (what slicing can cut).
+COMPRESSIBLE_MODEL_TYPES = ("bert",)
+#: The six Linears of one layer that the paired groups span.
+PAIRED_ROLES = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """What one layer keeps; None keeps everything of that kind.
+
+    ``heads``: kept head indices. ``qk_dims`` / ``v_dims``: kept indices inside a head's dimension, the
+    same for every kept head. ``ffn_units``: kept intermediate units. ``attn_out_rows`` / ``ffn_out_rows``:
+    kept output rows (hidden dimensions) of the attention-output and FFN-out Linear.
+    """
+
+    heads: list[int] | None = None
+    qk_dims: list[int] | None = None
+    v_dims: list[int] | None = None
+    ffn_units: list[int] | None = None
+    attn_out_rows: list[int] | None = None
+    ffn_out_rows: list[int] | None = None
+
+
+@dataclass(frozen=True)
+class ShrinkSchedule:
+    """How a structured method spends ``prune.epochs`` around the physical cut, so the structured run reads
+    it from the method class instead of testing the method's name.
+
+    ``step``: the name of step 1 (choose heads, units and rows; ``head-row`` trained, ``one-shot`` not).
+    ``first_epochs``: step 1's training (0: one-shot). ``block_epochs`` > 0: a block step on the shrunk
+    model (the class provides ``block_step``); else ``retrain_epochs`` of retraining the shrunk model.
+    ``attention_distill``: step 1 distils attention probabilities too (needs eager attention).
+    """
+
+    step: str
+    first_epochs: float
+    block_epochs: float = 0.0
+    retrain_epochs: float = 0.0
+    attention_distill: bool = False
+
+
+def check_compressible(model: nn.Module) -> None:
+    """Raise :class:`ModelError` unless ``model`` is a BERT classifier that slicing can cut."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type not in COMPRESSIBLE_MODEL_TYPES or not hasattr(model, "bert"):
+        raise ModelError(
+            f"Physical compression supports BERT classifiers only, not model type '{model_type}'.",
+            "use a BERT-architecture model (e.g. the embedded MiniLM) or prune with masks only",
+        )
+
+
+@dataclass(frozen=True)
+class PairedLayer:
+    """The six Linears of one transformer layer and its head layout."""
+
+    index: int
+    query: nn.Linear
+    key: nn.Linear
+    value: nn.Linear
+    attn_out: nn.Linear
+    ffn_in: nn.Linear
+    ffn_out: nn.Linear
+    num_heads: int
+
+    @property
+    def head_dim(self) -> int:
+        return self.query.out_features // self.num_heads
+
+    @property
+    def v_head_dim(self) -> int:
+        return self.value.out_features // self.num_heads
+
+    @property
+    def intermediate_size(self) -> int:
+        return self.ffn_in.out_features
+
+    def mask_shape(self, group: str, granularity: Granularity) -> tuple[int, ...]:
+        if group == "ffn":
+            return (self.intermediate_size,)
+        dim = self.head_dim if group == "qk" else self.v_head_dim
+        return (self.num_heads, dim) if granularity == "head" else (dim,)
+
+
+def num_heads_of(model: nn.Module) -> int:
+    config = model.config
+    heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_heads", None)
+    if not heads:
+        raise RecipeError(f"{type(model).__name__} has no head count in its config.", "use a BERT-family model")
+    return int(heads)
+
+
+def paired_layers(model: nn.Module, targets: list[Target]) -> list[PairedLayer]:
+    """Group targets by layer; every layer needs all six roles, since the pairs span them."""
+    heads = num_heads_of(model)
+    by_layer: dict[int, dict[str, nn.Linear]] = {}
+    for t in targets:
+        by_layer.setdefault(t.layer, {})[t.role] = t.module
+    layers = []
+    for index in sorted(by_layer):
+        roles = by_layer[index]
+        missing = [r for r in PAIRED_ROLES if r not in roles]
+        if missing:
+            raise RecipeError(f"SPP masks paired dimensions, but layer {index} has no {missing[0]} target.",
+                              "do not --include/--exclude single roles with SPP")
+        layers.append(PairedLayer(index, num_heads=heads, **roles))
+    return layers
