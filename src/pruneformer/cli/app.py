@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.text import Text
 
 from ..errors import PruneformerError
+from ..runs.stages import RunOptions
 
 console = Console()
 err_console = Console(stderr=True)
@@ -89,6 +90,12 @@ def with_data_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 BATCH_SIZE = typer.Option(None, help="Training batch size (default 32).")
 CHECKPOINT_EVERY = typer.Option(None, help="Steps between resumable checkpoints (default 100).")
+
+
+def run_options(resume: bool, quiet: bool, trust_pickle: bool) -> RunOptions:
+    """How every command drives its run, from its flags: bars unless --quiet, log lines to the console."""
+    return RunOptions(resume=resume, progress=not quiet, log=lambda line: console.print(line, highlight=False),
+                      trust_pickle=trust_pickle)
 
 
 def fail(exc: PruneformerError) -> None:

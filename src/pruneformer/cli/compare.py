@@ -16,8 +16,8 @@ from .app import (
     RESUME,
     TRUST_PICKLE,
     app,
-    console,
     fail,
+    run_options,
     recipe_overrides,
     with_data_options,
 )
@@ -82,7 +82,6 @@ def compare_cmd(
         if output_dir is None and recipe is None:
             overrides["output_dir"] = "runs/compare"
         built = load_recipe(recipe, overrides)
-        compare(built, resume=resume, progress=not quiet, log=lambda line: console.print(line, highlight=False),
-                trust_pickle=trust_pickle)
+        compare(built, run_options(resume, quiet, trust_pickle))
     except PruneformerError as exc:
         fail(exc)

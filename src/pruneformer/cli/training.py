@@ -21,8 +21,8 @@ from .app import (
     SEED,
     TRUST_PICKLE,
     app,
-    console,
     fail,
+    run_options,
     recipe_overrides,
     with_data_options,
 )
@@ -78,8 +78,7 @@ def prune(
                                                              "trust_pickle", "model_and_data")} | model_and_data
     try:
         built = load_recipe(recipe, recipe_overrides(**flags))
-        run(built, resume=resume, progress=not quiet, log=lambda line: console.print(line, highlight=False),
-            trust_pickle=trust_pickle)
+        run(built, run_options(resume, quiet, trust_pickle))
     except PruneformerError as exc:
         fail(exc)
 
@@ -114,8 +113,7 @@ def oneshot_cmd(
     settings = {k: v for k, v in locals().items() if k not in ("quiet", "resume", "run_oneshot", "quiet_library_progress",
                                                                 "build_oneshot_recipe", "trust_pickle") and v is not None}
     try:
-        run_oneshot(build_oneshot_recipe(settings), progress=not quiet,
-                    log=lambda line: console.print(line, highlight=False), resume=resume, trust_pickle=trust_pickle)
+        run_oneshot(build_oneshot_recipe(settings), run_options(resume, quiet, trust_pickle))
     except PruneformerError as exc:
         fail(exc)
 
@@ -160,8 +158,7 @@ def spp_search_cmd(
                         seed=seed, output_dir=output_dir or (None if recipe else "runs/spp"))
     try:
         built = load_recipe(recipe, {**common, "spp": spp} if spp else common)
-        search(built, progress=not quiet, log=lambda line: console.print(line, highlight=False), resume=resume,
-               trust_pickle=trust_pickle)
+        search(built, run_options(resume, quiet, trust_pickle))
     except PruneformerError as exc:
         fail(exc)
 
@@ -181,7 +178,7 @@ def spp_extract_cmd(
     from ..runs.solution_path import extract
 
     try:
-        extract(search_dir, [*ratio, *(more_ratios or [])], finetune_epochs, output_dir, progress=not quiet,
-                log=lambda line: console.print(line, highlight=False), resume=resume, trust_pickle=trust_pickle)
+        extract(search_dir, [*ratio, *(more_ratios or [])], finetune_epochs, output_dir,
+                run_options(resume, quiet, trust_pickle))
     except PruneformerError as exc:
         fail(exc)

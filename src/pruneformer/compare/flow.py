@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -33,8 +34,9 @@ from ..core.targets import resolve_targets
 from ..errors import PruneformerError, RecipeError
 from ..methods.candidates import SPP, Candidate, parse_candidates
 from ..methods.registry import method_entry
-from ..runs.engine import STATE_FILE, RunState, claim_output_dir, prepare_data, quiet_library_progress
+from ..runs.engine import STATE_FILE, RunState, claim_output_dir, prepare_data, quiet_library_progress, silent_log
 from ..runs.recipe import Recipe, build_recipe, recipe_to_yaml
+from ..runs.stages import RunOptions, Stage, run_stage
 
 COMPARE_STATE = "compare_state.json"
 DENSE = Candidate("dense", "dense")
@@ -146,9 +148,8 @@ def model_size(model_dir: Path) -> dict[str, Any]:
             "file_bytes": file.stat().st_size}
 
 
-def run_unit(unit: dict[str, Any], threads: int | None = None, progress: bool = False,
-             log: Callable[[str], None] | None = None, trust_pickle: bool = False,
-             callbacks: Sequence[Callable[[int, float], None]] = ()) -> list[dict[str, Any]]:
+def run_unit(unit: dict[str, Any], threads: int | None = None,
+             options: RunOptions = RunOptions(progress=False, log=silent_log)) -> list[dict[str, Any]]:
     """Train one unit (resuming its directory if it was started) and return one record per candidate.
 
     A top-level function, so ``--jobs`` can run it in another process; errors come back as records."""
@@ -157,7 +158,6 @@ def run_unit(unit: dict[str, Any], threads: int | None = None, progress: bool = 
 
     if threads:
         torch.set_num_threads(threads)
-    log = log or (lambda line: None)
     directory = Path(unit["dir"])
     candidates = [Candidate(**{k: v for k, v in c.items() if k != "label"}) for c in unit["candidates"]]
     started = time.perf_counter()
@@ -167,17 +167,15 @@ def run_unit(unit: dict[str, Any], threads: int | None = None, progress: bool = 
         else:
             recipe = candidate_recipe(build_recipe(unit["base"]), candidates[0], unit["seed"], directory,
                                       dense_model_dir(Path(unit["dense_dir"])))
-        resume = (directory / STATE_FILE).is_file()
+        this_run = replace(options, resume=(directory / STATE_FILE).is_file())  # a started unit continues
         if candidates[0].kind != "spp":
-            report = run(recipe, resume=resume, progress=progress, log=log, callbacks=callbacks,
-                         trust_pickle=trust_pickle)
+            report = run(recipe, this_run)
             rows = [(candidates[0], report["pruned"], report["model_dir"], {"wall_s": time.perf_counter() - started})]
         else:
             if not (directory / "model" / PATH_FILE).is_file():
-                search(recipe, progress=progress, log=log, resume=resume, callbacks=callbacks,
-                       trust_pickle=trust_pickle)
-            cuts = extract(directory, [c.value for c in candidates], output_dir=directory, progress=progress,
-                           log=log, resume=True, callbacks=callbacks, trust_pickle=trust_pickle)
+                search(recipe, this_run)
+            cuts = extract(directory, [c.value for c in candidates], output_dir=directory,
+                           options=replace(options, resume=True))
             search_wall = json.loads((directory / SEARCH_SUMMARY).read_text())["wall_time_s"]["total"]
             rows = [(c, row["scores"], row["model_dir"], {"wall_s": row["wall_time_s"], "search_wall_s": search_wall})
                     for c, row in zip(candidates, cuts)]
@@ -187,40 +185,42 @@ def run_unit(unit: dict[str, Any], threads: int | None = None, progress: bool = 
              "size": model_size(Path(md)), **walls} for c, scores, md, walls in rows]
 
 
-def execute(units: list[dict], jobs: int, threads: int, progress: bool, log: Callable[[str], None],
-            trust_pickle: bool, starting: Callable[[dict], None],
-            callbacks: Sequence[Callable[[int, float], None]] = ()) -> Iterator[tuple[dict, list[dict]]]:
+def execute(units: list[dict], jobs: int, threads: int, options: RunOptions,
+            starting: Callable[[dict], None]) -> Iterator[tuple[dict, list[dict]]]:
     """Run units, ``jobs`` at a time (in-process when 1), yielding each with its records as it finishes;
     ``starting(unit)`` is told when a unit starts (or is queued for a worker)."""
     if jobs <= 1 or len(units) <= 1:
         for unit in units:
             starting(unit)
-            yield unit, run_unit(unit, threads, progress, log, trust_pickle, callbacks)
+            yield unit, run_unit(unit, threads, options)
         return
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
         pending = {}
         for unit in units:
             starting(unit)
-            pending[pool.submit(run_unit, unit, threads, False, None, trust_pickle)] = unit
+            quiet = RunOptions(progress=False, log=silent_log, trust_pickle=options.trust_pickle)  # picklable
+            pending[pool.submit(run_unit, unit, threads, quiet)] = unit
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 yield pending.pop(future), future.result()
 
 
-def compare(recipe: Recipe, resume: bool = False, progress: bool = True, log: Callable[[str], None] = print,
-            trust_pickle: bool = False, callbacks: Sequence[Callable[[int, float], None]] = ()) -> dict[str, Any]:
+def compare(recipe: Recipe, options: RunOptions | None = None, **settings: Any) -> dict[str, Any]:
     """Run the compare ``recipe.compare`` describes; returns the summary (also written as compare.json/.md,
-    pareto.png in ``recipe.output_dir``). ``callbacks(step, loss)`` see every training step of the runs
-    trained in this process (``compare.jobs`` 1)."""
+    pareto.png in ``recipe.output_dir``). ``options`` or their fields as keywords
+    (:class:`~pruneformer.runs.stages.RunOptions`); its ``callbacks(step, loss)`` see every training step of
+    the runs trained in this process (``compare.jobs`` 1)."""
     from ..models.loading import load_classifier
     from .outputs import write_outputs
     from .report import measure_latency, summarise
 
+    options = RunOptions.of(options, **settings)
+    log, trust_pickle = options.log, options.trust_pickle
     quiet_library_progress()
     c = recipe.compare
     candidates = parse_candidates(c.candidates)
-    state = open_compare(recipe, resume)
+    state = open_compare(recipe, options.resume)
     t0 = time.perf_counter()
     bundle = prepare_data(recipe.data, c.seeds[0])  # bad data fails here, before any training
     model, _ = load_classifier(recipe.dense.checkpoint or recipe.model, bundle.task.num_labels,
@@ -243,8 +243,8 @@ def compare(recipe: Recipe, resume: bool = False, progress: bool = True, log: Ca
             if not quiet:
                 log(f"[{finished + 1}/{total}] running {unit['key']}")
 
-        for unit, records in execute(todo, c.jobs, c.threads, progress and c.jobs <= 1, log, trust_pickle, starting,
-                                     callbacks):
+        for unit, records in execute(todo, c.jobs, c.threads, replace(options, progress=options.progress and c.jobs <= 1),
+                                     starting):
             failed = [r for r in records if "error" in r]
             if failed:
                 raise PruneformerError(f"{unit['key']} failed: {failed[0]['error']}",
@@ -256,13 +256,16 @@ def compare(recipe: Recipe, resume: bool = False, progress: bool = True, log: Ca
                 f"{total - finished} to go")
     records = [r for u in dense_units + units for r in state.done(u["key"])["records"]]
     train_wall = time.perf_counter() - t0
-    latency = state.done("latency")
     labels = sorted({r["label"] for r in records})
-    if not latency or latency.get("labels") != labels or latency.get("settings") != latency_settings(recipe):
+    timed = {"labels": labels, "settings": latency_settings(recipe)}
+
+    def time_models() -> dict[str, Any]:
         log(f"timing {len(labels)} models side by side (batch {c.latency_batch}, length {c.latency_length}"
             f"{', PyTorch and ONNX Runtime fp32/int8' if c.onnx else ', PyTorch'})")
-        latency = measure_latency(recipe, records, bundle, log, trust_pickle)
-        state.mark("latency", latency | {"labels": labels, "settings": latency_settings(recipe)})
+        return measure_latency(recipe, records, bundle, log, trust_pickle)
+
+    latency = run_stage(state, Stage("latency", time_models, lambda measured: measured | timed, lambda done: done,
+                                     reuse=lambda done: all(done.get(k) == v for k, v in timed.items())))
     previous = state.done("wall") or {"sessions_s": [], "training_s": []}
     wall = {"sessions_s": previous["sessions_s"] + [time.perf_counter() - t0],
             "training_s": previous["training_s"] + [train_wall]}

@@ -31,6 +31,7 @@ from ..train.evaluation import evaluate_splits
 from ..train.loop import PhaseResult, TrainSettings, train_phase
 from .recipe import DataConfig, recipe_to_yaml
 from .report import write_report
+from .stages import RunOptions, Stage, run_stage
 
 STATE_FILE = "run_state.json"
 
@@ -109,11 +110,8 @@ class Run:
     recipe: Any
     out: Path
     state: RunState
-    log: Callable[[str], None]
-    progress: bool
-    resume: bool
-    callbacks: Any
-    trust_pickle: bool
+    options: RunOptions
+    log: Callable[[str], None]  # the options' log on rank 0, silent elsewhere
     t0: float
     wall: dict[str, float] = field(default_factory=dict)
     phases: list[PhaseResult] = field(default_factory=list)
@@ -126,6 +124,14 @@ class Run:
     @property
     def world(self):
         return current_world()
+
+    @property
+    def progress(self) -> bool:
+        return self.options.progress
+
+    @property
+    def trust_pickle(self) -> bool:
+        return self.options.trust_pickle
 
     @property
     def task(self):
@@ -153,7 +159,8 @@ class Run:
         return train_phase(model, self.tokenized.train, self.collator, settings, name=key, method=method,
                            distiller=distiller, dev_dataset=self.tokenized.dev if dev else None,
                            metrics=self.task.metrics, checkpoint_dir=self.out / "checkpoints" / key if checkpoints
-                           else None, resume=self.resume, callbacks=self.callbacks, trust_pickle=self.trust_pickle)
+                           else None, resume=self.options.resume, callbacks=self.options.callbacks,
+                           trust_pickle=self.options.trust_pickle)
 
 
 def refuse_finished_run(out: Path, resume: bool, state_name: str = STATE_FILE) -> None:
@@ -183,8 +190,7 @@ def claim_output_dir(out: Path, resume: bool, recipe_yaml: str, state_name: str 
     return RunState(out, write=world.is_main, name=state_name)
 
 
-def open_run(recipe: Any, resume: bool = False, progress: bool = True, log: Callable[[str], None] = print,
-             callbacks=(), trust_pickle: bool = False) -> Run:
+def open_run(recipe: Any, options: RunOptions) -> Run:
     """Check and claim the output directory, seed, load the data and the model; fail before any training.
 
     Runs unchanged under ``torchrun``: one rank fetches and caches the data, and the fresh classifier head is
@@ -192,17 +198,15 @@ def open_run(recipe: Any, resume: bool = False, progress: bool = True, log: Call
     """
     quiet_library_progress()
     world = current_world()
-    if not world.is_main:
-        log = silent_log
     out = Path(recipe.output_dir)
-    state = claim_output_dir(out, resume, recipe_to_yaml(recipe))
-    run = Run(recipe, out, state, log, progress, resume, callbacks, trust_pickle, time.perf_counter())
+    state = claim_output_dir(out, options.resume, recipe_to_yaml(recipe))
+    run = Run(recipe, out, state, options, options.log if world.is_main else silent_log, time.perf_counter())
     set_seed(recipe.seed)
     with world.main_first():  # one rank fetches and caches the data, the others read the cache
         run.bundle = prepare_data(recipe.data, recipe.seed)
     task = run.bundle.task
     run.model, run.tokenizer = load_classifier(recipe.dense.checkpoint or recipe.model, task.num_labels,
-                                               task.problem_type, task.label_names, trust_pickle=trust_pickle)
+                                               task.problem_type, task.label_names, trust_pickle=options.trust_pickle)
     run.model.to(world.device)
     world.broadcast_module(run.model)  # the fresh classifier head is rank 0's on every rank
     run.tokenized = tokenize_bundle(run.bundle, run.tokenizer, recipe.data.max_length)
@@ -218,32 +222,38 @@ def dense_reference(run: Run, dev: bool = True, save_dir: bool = True) -> dict[s
     fine-tuned model as ``dense/`` for reuse with ``dense.checkpoint``.
     """
     recipe, out, world = run.recipe, run.out, run.world
-    done = run.state.done("dense")
-    if done:
-        load_model(run.model, str(out / "checkpoints" / "dense.safetensors"))
-        run.phases.append(PhaseResult(**done["phase"]))
-        scores = done["scores"]
-    else:
-        signature = data_signature(recipe)
+    snapshot = out / "checkpoints" / "dense.safetensors"
+    signature = data_signature(recipe)
+
+    def train() -> tuple[PhaseResult, dict[str, dict[str, float]]]:
         if recipe.dense.checkpoint is None and recipe.dense.epochs > 0:
             phase = run.train(run.model, "dense", run.settings(recipe.dense.epochs, recipe.dense.lr), dev=dev)
         else:
             phase = PhaseResult("dense")  # reused checkpoint (or no dense epochs): nothing trained here
-        run.phases.append(phase)
         known = read_pruning_info(recipe.dense.checkpoint) if recipe.dense.checkpoint else None
         if known and known.get("data_signature") == signature and known.get("scores"):
-            scores = known["scores"]  # the checkpoint was scored on exactly this data already
-        else:
-            t1 = time.perf_counter()
-            scores = run.scores()
-            run.wall["eval_dense"] = time.perf_counter() - t1
+            return phase, known["scores"]  # the checkpoint was scored on exactly this data already
+        t1 = time.perf_counter()
+        scores = run.scores()
+        run.wall["eval_dense"] = time.perf_counter() - t1
+        return phase, scores
+
+    def save(result: tuple[PhaseResult, dict]) -> dict[str, Any]:
+        phase, scores = result
         if save_dir and phase.steps and world.is_main:
             save_pruned_model(run.model, run.tokenizer, out / "dense", {
                 "method": "dense", "pattern": None, "task": run.task.to_dict(), "scores": scores,
                 "data_signature": signature})
         if world.is_main:
-            save_model(run.model, str(out / "checkpoints" / "dense.safetensors"))
-        run.state.mark("dense", {"phase": phase.to_dict(), "scores": scores})
+            save_model(run.model, str(snapshot))
+        return {"phase": phase.to_dict(), "scores": scores}
+
+    def load(record: dict[str, Any]) -> tuple[PhaseResult, dict]:
+        load_model(run.model, str(snapshot))
+        return PhaseResult(**record["phase"]), record["scores"]
+
+    phase, scores = run_stage(run.state, Stage("dense", train, save, load))
+    run.phases.append(phase)
     run.wall["dense"] = run.phases[0].wall_time_s
     return scores
 

@@ -7,10 +7,9 @@ runs :func:`run_oneshot`: load -> calibration and held-out token blocks -> dense
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors.torch import load_model, save_model
@@ -27,7 +26,8 @@ from ..models.saved import save_pruned_model
 from ..train.calibration import prune_layerwise
 from .engine import claim_output_dir, refuse_finished_run
 from .recipe import OneShotRecipe, recipe_to_yaml
-from .report import markdown_table
+from .report import markdown_table, write_report
+from .stages import RunOptions, Stage, run_stage
 
 
 def build_oneshot_method(name: str, pattern: Pattern | str, dampening: float = 0.01) -> PruningMethod:
@@ -50,14 +50,16 @@ def oneshot(model: nn.Module, method: PruningMethod, calibration: torch.Tensor |
     return prune_layerwise(model, method, batches_of(calibration, batch_size), progress=progress)
 
 
-def run_oneshot(recipe: OneShotRecipe, log: Callable[[str], None] = print, progress: bool = True,
-                resume: bool = False, trust_pickle: bool = False) -> dict[str, Any]:
+def run_oneshot(recipe: OneShotRecipe, options: RunOptions | None = None, **settings: Any) -> dict[str, Any]:
     """Execute a one-shot recipe; returns the report (also written as report.json / report.md).
 
     The dense perplexity and the pruned model are stages of ``run_state.json``: with ``resume=True`` an
     interrupted run keeps what finished and redoes the interrupted stage (pruning is deterministic, so the
-    result equals an uninterrupted run's).
+    result equals an uninterrupted run's). ``options`` or their fields as keywords:
+    :class:`~pruneformer.runs.stages.RunOptions` (one-shot runs have no training steps, so no callbacks).
     """
+    options = RunOptions.of(options, **settings)
+    log, progress = options.log, options.progress
     out = Path(recipe.output_dir)
     if (out / "report.json").is_file():
         raise PruneformerError(f"Output directory '{out}' already holds a one-shot run.",
@@ -66,8 +68,8 @@ def run_oneshot(recipe: OneShotRecipe, log: Callable[[str], None] = print, progr
     pattern = parse_pattern(recipe.pattern)
     method = build_oneshot_method(recipe.method, pattern, recipe.dampening)
     t0 = time.perf_counter()
-    refuse_finished_run(out, resume)  # before the (long) load
-    model, tokenizer = load_causal_lm(recipe.model, trust_pickle=trust_pickle)
+    refuse_finished_run(out, options.resume)  # before the (long) load
+    model, tokenizer = load_causal_lm(recipe.model, trust_pickle=options.trust_pickle)
     targets = resolve_targets(model, recipe.include, recipe.exclude)
     for target in targets:  # fail before any work if the pattern cannot fit a layer
         pattern.check_shape(target.shape, target.name)
@@ -78,22 +80,29 @@ def run_oneshot(recipe: OneShotRecipe, log: Callable[[str], None] = print, progr
     log(f"{model.config.model_type} model, {len(targets)} target layers, {method.name} {pattern.spec}; "
         f"calibration {len(calibration)} x {recipe.seq_len} tokens, held-out {len(heldout)} x {recipe.seq_len}")
 
-    state = claim_output_dir(out, resume, recipe_to_yaml(recipe))
+    state = claim_output_dir(out, options.resume, recipe_to_yaml(recipe))
     t1 = time.perf_counter()
-    dense = (state.done("dense") or {}).get("perplexity") or perplexity(model, heldout, recipe.batch_size)
-    state.mark("dense", {"perplexity": dense})
+    dense = run_stage(state, Stage("dense", lambda: perplexity(model, heldout, recipe.batch_size),
+                                   lambda ppl: {"perplexity": ppl}, lambda done: done["perplexity"],
+                                   reuse=lambda done: bool(done.get("perplexity"))))
     wall["eval_dense"] = time.perf_counter() - t1
     log(f"dense perplexity {dense['perplexity']:.3f}")
     t1 = time.perf_counter()
     snapshot = out / "checkpoints" / "pruned.safetensors"
-    if state.done("prune"):
-        load_model(model, str(snapshot))
-        diagnostics = state.done("prune").get("layer_diagnostics", [])
-    else:
+
+    def prune() -> list[dict[str, Any]]:
         oneshot(model, method, calibration, targets, recipe.batch_size, progress)
+        return [row for row in method.history if "layer" in row]  # ALPS: per-layer solver record
+
+    def save(diagnostics: list[dict[str, Any]]) -> dict[str, Any]:
         save_model(model, str(snapshot))
-        diagnostics = [row for row in method.history if "layer" in row]  # ALPS: per-layer solver record
-        state.mark("prune", {"layer_diagnostics": diagnostics})
+        return {"layer_diagnostics": diagnostics}
+
+    def load(done: dict[str, Any]) -> list[dict[str, Any]]:
+        load_model(model, str(snapshot))
+        return done.get("layer_diagnostics", [])
+
+    diagnostics = run_stage(state, Stage("prune", prune, save, load))
     wall["prune"] = time.perf_counter() - t1
     layers = layer_sparsity(targets, pattern)
     if not all(r["satisfies_pattern"] for r in layers):
@@ -117,8 +126,7 @@ def run_oneshot(recipe: OneShotRecipe, log: Callable[[str], None] = print, progr
         "layer_diagnostics": diagnostics,
         "model_dir": str(model_dir) if model_dir else None, "recipe": recipe.model_dump(mode="json"),
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    (out / "report.md").write_text(render_oneshot_markdown(report))
+    write_report(report, out, render=render_oneshot_markdown)
     return report
 
 

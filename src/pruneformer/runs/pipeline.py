@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
@@ -41,6 +41,7 @@ from .engine import (  # noqa: F401
     train_settings,
 )
 from .recipe import Recipe
+from .stages import RunOptions, Stage, run_stage
 from .structured import run_structured
 
 __all__ = ["STATE_FILE", "RunState", "build_method", "data_signature", "prepare_data", "quiet_library_progress",
@@ -62,14 +63,15 @@ def build_method(phase: Phase, recipe: Recipe, masks: dict[str, torch.Tensor] | 
 PRUNING_STREAM = 1
 
 
-def run(recipe: Recipe, resume: bool = False, progress: bool = True,
-        log: Callable[[str], None] = print, callbacks=(), trust_pickle: bool = False) -> dict[str, Any]:
+def run(recipe: Recipe, options: RunOptions | None = None, **settings: Any) -> dict[str, Any]:
     """Execute ``recipe``; returns the report dictionary (also written to the output directory).
 
-    Runs unchanged under ``torchrun`` / ``accelerate launch``: every rank trains on its shard of each batch,
-    and only rank 0 logs and writes files. ``trust_pickle`` allows pickle-based model files (``--trust-pickle``).
+    ``options`` (or its fields as keywords: ``resume``, ``progress``, ``log``, ``callbacks``,
+    ``trust_pickle``) say how the run is driven (:class:`~pruneformer.runs.stages.RunOptions`). Runs unchanged
+    under ``torchrun`` / ``accelerate launch``: every rank trains on its shard of each batch, and only rank 0
+    logs and writes files.
     """
-    ctx = open_run(recipe, resume, progress, log, callbacks, trust_pickle)
+    ctx = open_run(recipe, RunOptions.of(options, **settings))
     log, model, task, out, world = ctx.log, ctx.model, ctx.task, ctx.out, ctx.world
     pattern = parse_pattern(recipe.prune.pattern)
     targets = resolve_targets(model, recipe.prune.include, recipe.prune.exclude)
@@ -102,39 +104,45 @@ def run(recipe: Recipe, resume: bool = False, progress: bool = True,
     spans, schedule_steps = schedule_spans([p.epochs for p in plan], steps_per_epoch)
     for index, phase_spec in enumerate(plan):
         key = f"phase{index}-{phase_spec.name}"
-        snapshot = out / "checkpoints" / f"{key}.safetensors"
-        done = ctx.state.done(key)
-        if done:
+        snapshot, mask_file = out / "checkpoints" / f"{key}.safetensors", out / "checkpoints" / f"{key}.masks.safetensors"
+
+        def prune(index=index, phase_spec=phase_spec, key=key, masks=masks) -> tuple[PhaseResult, dict, list[str]]:
+            method = build_method(phase_spec, recipe, masks, steps=spans[index][1] - spans[index][0])
+            method.attach(model, targets)
+            if method.calibrates:  # one-shot from the task's own training text, layer by layer
+                t_phase = time.perf_counter()
+                prune_layerwise(model, method, ctx.calibration_batches(), progress=ctx.progress)
+                result = PhaseResult(name=key, wall_time_s=time.perf_counter() - t_phase,
+                                     method_history=list(method.history))
+            elif method.trains and spans[index][1] > spans[index][0]:
+                settings = ctx.settings(phase_spec.epochs, recipe.prune.lr, span=spans[index],
+                                        schedule_steps=schedule_steps, data_stream=PRUNING_STREAM)
+                result = ctx.train(model, key, settings, method, distiller if phase_spec.teacher else None)
+            else:
+                result = PhaseResult(name=key, method_history=list(method.history))
+            new_masks = method.finalize()
+            warning = method.convergence_warning()
+            if warning:
+                log(f"warning: {warning}")
+            ctx.wall[key] = result.wall_time_s
+            log(f"{key}: {result.steps} steps in {result.wall_time_s:.0f}s")
+            return result, new_masks, [warning] if warning else []
+
+        def save(done, snapshot=snapshot, mask_file=mask_file) -> dict[str, Any]:
+            result, new_masks, phase_warnings = done
+            if world.is_main:
+                save_model(model, str(snapshot))
+                save_file({k: v.contiguous() for k, v in new_masks.items()}, str(mask_file))
+            return {"phase": result.to_dict(), "warnings": phase_warnings}
+
+        def load(record, snapshot=snapshot, mask_file=mask_file) -> tuple[PhaseResult, dict, list[str]]:
             load_model(model, str(snapshot))
-            masks = {k: v.bool() for k, v in load_file(str(out / "checkpoints" / f"{key}.masks.safetensors")).items()}
-            ctx.phases.append(PhaseResult(**done["phase"]))
-            warnings += done.get("warnings", [])
-            continue
-        method = build_method(phase_spec, recipe, masks, steps=spans[index][1] - spans[index][0])
-        method.attach(model, targets)
-        if method.calibrates:  # one-shot from the task's own training text, layer by layer
-            t_phase = time.perf_counter()
-            prune_layerwise(model, method, ctx.calibration_batches(), progress=ctx.progress)
-            result = PhaseResult(name=key, wall_time_s=time.perf_counter() - t_phase,
-                                 method_history=list(method.history))
-        elif method.trains and spans[index][1] > spans[index][0]:
-            settings = ctx.settings(phase_spec.epochs, recipe.prune.lr, span=spans[index],
-                                    schedule_steps=schedule_steps, data_stream=PRUNING_STREAM)
-            result = ctx.train(model, key, settings, method, distiller if phase_spec.teacher else None)
-        else:
-            result = PhaseResult(name=key, method_history=list(method.history))
-        masks = method.finalize()
-        warning = method.convergence_warning()
-        if warning:
-            warnings.append(warning)
-            log(f"warning: {warning}")
-        if world.is_main:
-            save_model(model, str(snapshot))
-            save_file({k: v.contiguous() for k, v in masks.items()}, str(out / "checkpoints" / f"{key}.masks.safetensors"))
-        ctx.state.mark(key, {"phase": result.to_dict(), "warnings": [warning] if warning else []})
+            return (PhaseResult(**record["phase"]), {k: v.bool() for k, v in load_file(str(mask_file)).items()},
+                    record.get("warnings", []))
+
+        result, masks, phase_warnings = run_stage(ctx.state, Stage(key, prune, save, load))
+        warnings += phase_warnings
         ctx.phases.append(result)
-        ctx.wall[key] = result.wall_time_s
-        log(f"{key}: {result.steps} steps in {result.wall_time_s:.0f}s")
 
     # -- verify, evaluate, save, report ---------------------------------------------------------------
     pruned = entry.prunes

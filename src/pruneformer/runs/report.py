@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import matplotlib
 
@@ -125,12 +125,17 @@ def plot_curves(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(report: dict[str, Any], directory: str | Path) -> dict[str, Path]:
-    """Write the JSON, Markdown and PNG forms of ``report`` into ``directory``."""
+def write_report(report: dict[str, Any], directory: str | Path, name: str = "report",
+                 render: Callable[[dict[str, Any]], str] | None = render_markdown) -> dict[str, Path]:
+    """The one writer of every command's report: ``<name>.json`` (everything), ``<name>.md`` (``render``'s
+    tables; none when ``render`` is None) and, for runs that trained, ``training_curves.png``."""
     directory = Path(directory)
-    paths = {"json": directory / "report.json", "markdown": directory / "report.md",
-             "plot": directory / "training_curves.png"}
+    paths = {"json": directory / f"{name}.json"}
     paths["json"].write_text(json.dumps(report, indent=2, default=str))
-    paths["markdown"].write_text(render_markdown(report))
-    plot_curves(report, paths["plot"])
+    if render is not None:
+        paths["markdown"] = directory / f"{name}.md"
+        paths["markdown"].write_text(render(report))
+    if report.get("phases"):
+        paths["plot"] = directory / "training_curves.png"
+        plot_curves(report, paths["plot"])
     return paths

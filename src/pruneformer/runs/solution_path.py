@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 from safetensors.torch import load_model, save_model
@@ -25,8 +25,8 @@ from ..compress.paired import removed_parameters
 from ..core.targets import resolve_targets
 from ..data import DataBundle, tokenize_bundle
 from ..errors import CheckpointError, PruneformerError
-from ..methods.spp.plots import plot_accuracy_vs_ratio, plot_solution_path
 from ..methods.spp.cut import check_ratio
+from ..methods.spp.plots import plot_accuracy_vs_ratio, plot_solution_path
 from ..methods.spp.record import PATH_FILE, PathRecord, model_fingerprint
 from ..methods.spp.search import SPPSearch
 from ..models.saved import load_pruned_model, save_pruned_model, save_shrunk_model
@@ -44,6 +44,8 @@ from .engine import (
     train_settings,
 )
 from .recipe import Recipe, load_recipe
+from .report import markdown_table, write_report
+from .stages import RunOptions, Stage, run_stage
 
 SEARCH_SUMMARY = "spp_search.json"
 EXTRACT_SUMMARY = "spp_extract.json"
@@ -66,20 +68,20 @@ def load_task(recipe: Recipe, tokenizer) -> tuple[DataBundle, Any]:
     return tokenize_bundle(bundle, tokenizer, recipe.data.max_length), DataCollatorWithPadding(tokenizer)
 
 
-def search(recipe: Recipe, progress: bool = True, log: Callable[[str], None] = print, resume: bool = False,
-           callbacks=(), trust_pickle: bool = False) -> dict[str, Any]:
+def search(recipe: Recipe, options: RunOptions | None = None, **settings: Any) -> dict[str, Any]:
     """Run the SPP search of ``recipe`` (its ``spp`` section) and save the model with its path record.
 
     On the run engine: the dense reference and the search are stages of ``run_state.json``, checkpointed
     every ``train.checkpoint_every`` steps, so ``resume=True`` continues an interrupted search exactly.
     Runs unchanged under ``torchrun``: every rank trains its shard (SPP's masks are all-reduced with the
     weights, so the path is the same everywhere); only rank 0 logs and writes, the others wait for it.
+    ``options`` or their fields as keywords: :class:`~pruneformer.runs.stages.RunOptions`.
     """
     out = Path(recipe.output_dir)
     if (out / "model" / PATH_FILE).is_file():
         raise PruneformerError(f"Output directory '{out}' already holds an SPP search.",
                                "extract from it with `pruneformer spp-extract`, or choose another --output-dir")
-    run = open_run(recipe, resume, progress, log, callbacks, trust_pickle)
+    run = open_run(recipe, RunOptions.of(options, **settings))
     model, world, log = run.model, run.world, run.log
     method = build_search(recipe)
     targets = resolve_targets(model)
@@ -89,21 +91,27 @@ def search(recipe: Recipe, progress: bool = True, log: Callable[[str], None] = p
     log(f"dense: dev {dense_scores['dev']}")
 
     key, snapshot = "spp-search", out / "checkpoints" / "spp-search-record"
-    done = run.state.done(key)
-    if done:
-        load_model(model, str(out / "checkpoints" / "spp-search.safetensors"))
-        phase, record, warning = PhaseResult(**done["phase"]), PathRecord.load(snapshot), done["warning"]
-    else:
+    weights = out / "checkpoints" / "spp-search.safetensors"
+
+    def run_search() -> tuple[PhaseResult, PathRecord, str | None]:
         method = build_search(recipe)
         method.attach(model, targets)
         phase = run.train(model, key, run.settings(recipe.spp.epochs, recipe.prune.lr), method, dev=False)
         method.finalize()
-        record = PathRecord.from_search(method, model_fingerprint(model))
-        warning = method.convergence_warning()
+        return phase, PathRecord.from_search(method, model_fingerprint(model)), method.convergence_warning()
+
+    def save(done) -> dict[str, Any]:
+        phase, record, warning = done
         if world.is_main:
-            save_model(model, str(out / "checkpoints" / "spp-search.safetensors"))
+            save_model(model, str(weights))
             record.save(snapshot)
-        run.state.mark(key, {"phase": phase.to_dict(), "warning": warning})
+        return {"phase": phase.to_dict(), "warning": warning}
+
+    def load(done: dict[str, Any]) -> tuple[PhaseResult, PathRecord, str | None]:
+        load_model(model, str(weights))
+        return PhaseResult(**done["phase"]), PathRecord.load(snapshot), done["warning"]
+
+    phase, record, warning = run_stage(run.state, Stage(key, run_search, save, load))
     run.wall["search"] = phase.wall_time_s
     after = dense_scores if not recipe.spp.train_weights else run.scores()
     model_dir = out / "model"
@@ -122,18 +130,31 @@ def search(recipe: Recipe, progress: bool = True, log: Callable[[str], None] = p
                "search_step_time_s": phase.mean_step_time_s, "record": str(model_dir / PATH_FILE),
                "settings": record.settings, "warning": warning}
     if world.is_main:
-        (out / SEARCH_SUMMARY).write_text(json.dumps(summary, indent=2))
+        write_report(summary, out, name=SEARCH_SUMMARY.removesuffix(".json"), render=render_search_markdown)
     world.barrier()
     log(f"SPP search: {record.steps} steps in {phase.wall_time_s:.0f}s; units on the path {entered} "
         f"of {summary['units']}; record {model_dir / PATH_FILE}")
     return summary
 
 
+def render_search_markdown(summary: dict[str, Any]) -> str:
+    """The SPP search's report as Markdown: which units entered the path, and the scores beside it."""
+    rows = [{"group": g, "entered": summary["entered"][g], "units": summary["units"][g]} for g in summary["units"]]
+    scores = [{"model": name, **{f"{split} {k}": v for split, vals in summary[key].items() for k, v in vals.items()}}
+              for name, key in (("dense", "dense"), ("after the search", "model_scores"))]
+    lines = ["# pruneformer SPP search", "", f"- steps: {summary['steps']}; record: `{summary['record']}`",
+             f"- mean search step: {summary['search_step_time_s']}s", ""]
+    lines += [f"> **Warning:** {summary['warning']}", ""] if summary.get("warning") else []
+    lines += ["## Units on the solution path", "", markdown_table(rows, ["group", "entered", "units"]),
+              "## Scores", "", markdown_table(scores, list(scores[0]))]
+    return "\n".join(lines)
+
+
 def cut(model, keep: dict[str, torch.Tensor], recipe: Recipe, tokenized: DataBundle, collator,
-        finetune_epochs: float, progress: bool = False, checkpoint_dir: Path | None = None, resume: bool = False,
-        callbacks=(), trust_pickle: bool = False) -> tuple[Any, dict[str, Any]]:
+        finetune_epochs: float, checkpoint_dir: Path | None = None,
+        options: RunOptions = RunOptions(progress=False)) -> tuple[Any, dict[str, Any]]:
     """Slice ``keep`` out of ``model`` (unchanged), fine-tune the smaller model briefly (checkpointed in
-    ``checkpoint_dir``, continued from there with ``resume``), score it."""
+    ``checkpoint_dir``, continued from there with ``options.resume``), score it."""
     t0 = time.perf_counter()
     shrunk = slice_units(model, keep)
     dense_params = sum(p.numel() for p in model.parameters())
@@ -144,9 +165,9 @@ def cut(model, keep: dict[str, torch.Tensor], recipe: Recipe, tokenized: DataBun
     if finetune_epochs > 0:
         set_seed(recipe.seed)
         phase = train_phase(shrunk, tokenized.train, collator,
-                            train_settings(recipe, finetune_epochs, recipe.prune.lr, progress), name="finetune",
-                            metrics=tokenized.task.metrics, checkpoint_dir=checkpoint_dir, resume=resume,
-                            callbacks=callbacks, trust_pickle=trust_pickle)
+                            train_settings(recipe, finetune_epochs, recipe.prune.lr, options.progress),
+                            name="finetune", metrics=tokenized.task.metrics, checkpoint_dir=checkpoint_dir,
+                            resume=options.resume, callbacks=options.callbacks, trust_pickle=options.trust_pickle)
         row["finetune_steps"] = phase.steps
     row["scores"] = _scores(shrunk, tokenized, collator, recipe)
     row["wall_time_s"] = time.perf_counter() - t0
@@ -154,9 +175,8 @@ def cut(model, keep: dict[str, torch.Tensor], recipe: Recipe, tokenized: DataBun
 
 
 def extract(search_dir: str | Path, ratios: Sequence[float], finetune_epochs: float | None = None,
-            output_dir: str | Path | None = None, progress: bool = True,
-            log: Callable[[str], None] = print, resume: bool = False, callbacks=(),
-            trust_pickle: bool = False) -> list[dict[str, Any]]:
+            output_dir: str | Path | None = None, options: RunOptions | None = None,
+            **settings: Any) -> list[dict[str, Any]]:
     """Cut one physically smaller model per ratio from an SPP search directory, without searching again.
 
     Each finished ratio is a line of ``extract_state.json`` and each fine-tune checkpoints under
@@ -164,11 +184,12 @@ def extract(search_dir: str | Path, ratios: Sequence[float], finetune_epochs: fl
     epochs from the same record) are kept and an interrupted fine-tune continues from its checkpoint.
 
     Under ``torchrun`` every rank cuts and fine-tunes (on its shard of each batch); only rank 0 writes.
+    ``options`` or their fields as keywords: :class:`~pruneformer.runs.stages.RunOptions`.
     """
+    options = RunOptions.of(options, **settings)
     quiet_library_progress()
     world = current_world()
-    if not world.is_main:
-        log = silent_log
+    log = options.log if world.is_main else silent_log
     ratios = [check_ratio(r) for r in ratios]
     if not ratios:
         raise PruneformerError("No ratio given.", "pass one or more, e.g. --ratio 0.3 0.5 0.7")
@@ -178,7 +199,7 @@ def extract(search_dir: str | Path, ratios: Sequence[float], finetune_epochs: fl
         raise CheckpointError(f"'{search_dir}' is not an SPP search directory (no recipe.yaml and model/).",
                               "pass the --output-dir of `pruneformer spp-search`")
     record = PathRecord.load(model_dir)
-    model, tokenizer, _ = load_pruned_model(model_dir, trust_pickle=trust_pickle)
+    model, tokenizer, _ = load_pruned_model(model_dir, trust_pickle=options.trust_pickle)
     record.check_model(model, str(model_dir))
     model.to(world.device)
     recipe = load_recipe(search_dir / "recipe.yaml")
@@ -192,23 +213,27 @@ def extract(search_dir: str | Path, ratios: Sequence[float], finetune_epochs: fl
     rows = []
     for ratio in ratios:
         key, directory = f"extract-{ratio:.2f}", out / f"ratio-{ratio:.2f}"
-        done = state.done(key) if resume else None
-        if done and done["finetune_epochs"] == epochs and done["record_fingerprint"] == record.fingerprint:
-            rows.append(done["row"])
-            continue
-        shrunk, row = cut(model, record.keep(ratio), recipe, tokenized, collator, epochs, progress,
-                          checkpoint_dir=out / "checkpoints" / key, resume=resume, callbacks=callbacks,
-                          trust_pickle=trust_pickle)
-        if world.is_main:
-            save_shrunk_model(shrunk, tokenizer, directory, {
-                "method": "spp", "pattern": None, "ratio": ratio, "task": tokenized.task.to_dict(),
-                "record_fingerprint": record.fingerprint, **{k: v for k, v in row.items() if k != "wall_time_s"}})
-        row |= {"ratio": ratio, "finetune_epochs": epochs, "model_dir": str(directory)}
-        rows.append(row)
-        state.mark(key, {"row": row, "finetune_epochs": epochs, "record_fingerprint": record.fingerprint})
-        primary = tokenized.task.metrics[0]
-        log(f"ratio {ratio:.2f}: {row['parameters']:,} parameters (dense {row['dense_parameters']:,}); "
-            f"dev {primary} {row['scores']['dev'][primary]:.4f}; saved {directory}")
+
+        def cut_one(ratio=ratio, key=key, directory=directory) -> dict[str, Any]:
+            shrunk, row = cut(model, record.keep(ratio), recipe, tokenized, collator, epochs,
+                              checkpoint_dir=out / "checkpoints" / key, options=options)
+            if world.is_main:
+                save_shrunk_model(shrunk, tokenizer, directory, {
+                    "method": "spp", "pattern": None, "ratio": ratio, "task": tokenized.task.to_dict(),
+                    "record_fingerprint": record.fingerprint, **{k: v for k, v in row.items() if k != "wall_time_s"}})
+            row |= {"ratio": ratio, "finetune_epochs": epochs, "model_dir": str(directory)}
+            primary = tokenized.task.metrics[0]
+            log(f"ratio {ratio:.2f}: {row['parameters']:,} parameters (dense {row['dense_parameters']:,}); "
+                f"dev {primary} {row['scores']['dev'][primary]:.4f}; saved {directory}")
+            return row
+
+        def same_cut(done: dict[str, Any]) -> bool:  # cut from the same record with the same fine-tune
+            return (options.resume and done["finetune_epochs"] == epochs
+                    and done["record_fingerprint"] == record.fingerprint)
+
+        rows.append(run_stage(state, Stage(
+            key, cut_one, lambda row: {"row": row, "finetune_epochs": epochs, "record_fingerprint": record.fingerprint},
+            lambda done: done["row"], reuse=same_cut)))
     if world.is_main:
         previous = json.loads((out / EXTRACT_SUMMARY).read_text()) if (out / EXTRACT_SUMMARY).is_file() else []
         merged = {r["ratio"]: r for r in previous} | {r["ratio"]: r for r in rows}

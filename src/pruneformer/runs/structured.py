@@ -37,6 +37,7 @@ from ..train.evaluation import evaluate_splits
 from ..train.loop import PhaseResult
 from .engine import Run, finish_report
 from .recipe import Recipe
+from .stages import Stage, run_stage
 
 
 def mlpruning_distiller(teacher: nn.Module, layers: int, recipe: Recipe, attention: bool) -> Distiller:
@@ -80,7 +81,6 @@ def run_structured(run: Run, dense_scores: dict[str, dict[str, float]], shrinker
     plan = shrinker.shrink_schedule(recipe)
     block_stage = plan.block_epochs > 0
     warnings: list[str] = []
-    structure: list[dict[str, int]] = []
 
     def train(student, key, method, distiller, epochs):
         return run.train(student, key, run.settings(epochs, recipe.prune.lr), method, distiller)
@@ -88,18 +88,15 @@ def run_structured(run: Run, dense_scores: dict[str, dict[str, float]], shrinker
     # -- step 1: choose heads/units (and rows), then shrink -----------------------------------------------
     key = f"phase0-{method_name}-{plan.step}"
     snapshot = out / "checkpoints" / key
-    done = state.done(key)
-    teacher = model if done else copy.deepcopy(model)  # the dense fine-tuned model
-    if done:
-        shrunk = load_pruned_model(snapshot, trust_pickle=run.trust_pickle)[0]
-        result, structure = PhaseResult(**done["phase"]), done["structure"]
-        warnings += done.get("warnings", [])
-    else:
+    teachers = {"dense": model}  # the dense fine-tuned model (copied before step 1 trains it in place)
+
+    def choose_and_shrink() -> tuple[nn.Module, PhaseResult, list, list[str]]:
+        teachers["dense"] = copy.deepcopy(model)
         targets = resolve_targets(model)
         method = shrinker.from_config(recipe)
         if plan.first_epochs > 0:
-            distiller = mlpruning_distiller(_eager(teacher), layers, recipe, attention=plan.attention_distill) \
-                if m.distill else None
+            distiller = mlpruning_distiller(_eager(teachers["dense"]), layers, recipe,
+                                            attention=plan.attention_distill) if m.distill else None
             method.attach(_eager(model), targets)
             result = train(model, key, method, distiller, plan.first_epochs)
         else:
@@ -108,29 +105,36 @@ def run_structured(run: Run, dense_scores: dict[str, dict[str, float]], shrinker
         method.finalize()
         warning = method.convergence_warning()
         if warning:
-            warnings.append(warning)
             log(f"warning: {warning}")
         structure = method.kept_summary()
         shrunk = shrink_model(model, method.layer_plans(layers, m.block_size if block_stage else None))
         _check_exact(model, shrunk, tokenized.dev, collator)
-        save(shrunk, snapshot, {"method": method_name, "step": key})
         result.method_history = list(method.history)
-        state.mark(key, {"phase": result.to_dict(), "structure": structure, "warnings": [warning] if warning else []})
         log(f"{key}: {result.steps} steps in {result.wall_time_s:.0f}s; encoder weights kept "
             f"{kept_encoder_weights(shrunk) / dense_weights:.4f}")
+        return shrunk, result, structure, [warning] if warning else []
+
+    def save_step1(done) -> dict[str, Any]:
+        shrunk, result, structure, step_warnings = done
+        save(shrunk, snapshot, {"method": method_name, "step": key})
+        return {"phase": result.to_dict(), "structure": structure, "warnings": step_warnings}
+
+    def load_step1(record) -> tuple[nn.Module, PhaseResult, list, list[str]]:
+        shrunk = load_pruned_model(snapshot, trust_pickle=run.trust_pickle)[0]
+        return shrunk, PhaseResult(**record["phase"]), record["structure"], record.get("warnings", [])
+
+    shrunk, result, structure, step_warnings = run_stage(state, Stage(key, choose_and_shrink, save_step1, load_step1))
+    warnings += step_warnings
     phases.append(result)
     wall[key] = result.wall_time_s
 
     # -- step 2: block pruning of the shrunk model (MLPruning), or retraining it (the L1 baseline, and
     # MLPruning's optional fine-tune after the head/row step) --------------------------------------------
     if block_stage or plan.retrain_epochs > 0:
-        key = f"phase1-{method_name}-block" if block_stage else "phase1-retrain"
-        snapshot = out / "checkpoints" / key
-        done = state.done(key)
-        if done:
-            shrunk = load_pruned_model(snapshot, trust_pickle=run.trust_pickle)[0]
-            result = PhaseResult(**done["phase"])
-        else:
+        key2 = f"phase1-{method_name}-block" if block_stage else "phase1-retrain"
+        snapshot2 = out / "checkpoints" / key2
+
+        def second_step() -> tuple[nn.Module, PhaseResult]:
             if block_stage:
                 # rows padded to a block multiple are stored but zero: aim at the target of the *dense* weights
                 keep = min(1.0, m.target * dense_weights / kept_encoder_weights(shrunk))
@@ -138,17 +142,25 @@ def run_structured(run: Run, dense_scores: dict[str, dict[str, float]], shrinker
                 distiller = mlpruning_distiller(copy.deepcopy(shrunk), layers, recipe, attention=plan.attention_distill) \
                     if m.distill else None
                 method.attach(shrunk, resolve_targets(shrunk))
-                result = train(shrunk, key, method, distiller, plan.block_epochs)
+                result = train(shrunk, key2, method, distiller, plan.block_epochs)
                 method.finalize()
                 result.method_history = list(method.history)
             else:
-                distiller = mlpruning_distiller(teacher, layers, recipe, attention=False) if m.distill else None
-                result = train(shrunk, key, None, distiller, plan.retrain_epochs)
-            save(shrunk, snapshot, {"method": method_name, "step": key})
-            state.mark(key, {"phase": result.to_dict()})
-            log(f"{key}: {result.steps} steps in {result.wall_time_s:.0f}s")
+                distiller = mlpruning_distiller(teachers["dense"], layers, recipe, attention=False) if m.distill else None
+                result = train(shrunk, key2, None, distiller, plan.retrain_epochs)
+            log(f"{key2}: {result.steps} steps in {result.wall_time_s:.0f}s")
+            return shrunk, result
+
+        def save_step2(done) -> dict[str, Any]:
+            save(done[0], snapshot2, {"method": method_name, "step": key2})
+            return {"phase": done[1].to_dict()}
+
+        def load_step2(record) -> tuple[nn.Module, PhaseResult]:
+            return load_pruned_model(snapshot2, trust_pickle=run.trust_pickle)[0], PhaseResult(**record["phase"])
+
+        shrunk, result = run_stage(state, Stage(key2, second_step, save_step2, load_step2))
         phases.append(result)
-        wall[key] = result.wall_time_s
+        wall[key2] = result.wall_time_s
 
     # -- evaluate, save, report ---------------------------------------------------------------------------
     shrunk.eval()
