@@ -58,7 +58,7 @@ def summarise(records: list[dict], name: str, preset: dict, setup: dict) -> tupl
              "| layer error ALPS / SparseGPT / magnitude |",
              "|---|---|---|---|---|---|---|---|---|"]
     if dense:
-        lines.append(f"| dense | dense | {dense['perplexity']:.2f} | 1.00x | 0 | - | - |")
+        lines.append(f"| dense | dense | {dense['perplexity']:.2f} | 1.00x | - | 0 | - | 0 | |")
     for pattern in [p for p in PATTERNS if any(r["pattern"] == p for r in records)]:
         for method in METHODS:
             r = by_key.get((method, pattern))
