@@ -30,7 +30,7 @@ from pruneformer.cli import app, deploy, recipe_overrides, training
 from pruneformer.cli import compare as compare_cli
 from pruneformer.errors import RecipeError
 from pruneformer.methods.registry import method_names, oneshot_names
-from pruneformer.runs.recipe import OneShotRecipe, Recipe, build_oneshot_recipe, build_recipe, load_recipe
+from pruneformer.runs.recipe import OneShotRecipe, build_oneshot_recipe, build_recipe, load_recipe, recipe_model
 
 EXAMPLES = 1000
 #: Every health check is on but too_slow, the one that depends on the machine's speed (a loaded CI CPU would
@@ -52,8 +52,8 @@ def leaf_fields(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> dict[tu
     return leaves
 
 
-LEAVES = leaf_fields(Recipe)
-SECTIONS = [name for name, info in Recipe.model_fields.items()
+LEAVES = leaf_fields(recipe_model())  # the core sections and every registered method section
+SECTIONS = [name for name, info in recipe_model().model_fields.items()
             if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)]
 BAD_PATTERNS = ["5:4", "4:4", "0:4", "2:0", "banana", "", "%", "150%", "2:4:8", "4x0:2", "1x4:5", "-1:4", "2:-4",
                 "99999999999999999999999:1", "1e999%", "nan%", "[/]", "2:4\n2:4"]

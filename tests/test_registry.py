@@ -21,7 +21,7 @@ def iht():
 
     new_method_plugin.register()
     yield new_method_plugin
-    unregister_method("iht")
+    new_method_plugin.unregister()
 
 
 def test_a_registered_method_runs_through_prune_end_to_end(iht, tiny_model_dir, tiny_task, tmp_path):
@@ -29,12 +29,27 @@ def test_a_registered_method_runs_through_prune_end_to_end(iht, tiny_model_dir, 
     result = CliRunner().invoke(app, [
         "prune", "--model", str(tiny_model_dir), "--data", str(tiny_task["train"]), "--dev-file", str(tiny_task["dev"]),
         "--max-length", "16", "--batch-size", "16", "--dense-epochs", "0.5", "--dense-lr", "1e-3", "--method", "iht",
-        "--pattern", "2:4", "--epochs", "0.5", "--lr", "1e-3", "--quiet", "-o", str(out)])
+        "--pattern", "2:4", "--epochs", "0.5", "--lr", "1e-3", "--iht-every", "3", "--quiet", "-o", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert report["method"] == "iht" and report["all_layers_satisfy_pattern"] is True
     assert [p["name"] for p in report["phases"]] == ["dense", "phase0-iht"] and report["phases"][1]["steps"] == 8
     assert report["overall_sparsity"] == pytest.approx(0.5)
+    assert report["recipe"]["iht"] == {"every": 3}  # its own section, set by its own flag ...
+    assert [h["step"] for h in report["phases"][1]["method_history"]] == [3, 6]  # ... read by its from_config
+
+
+def test_a_plugins_section_and_flag_are_validated_and_documented(iht):
+    help_text = CliRunner().invoke(app, ["prune", "--help"], env={"COLUMNS": "200"}).output
+    assert "--iht-every" in help_text and "iht.every: optimizer steps between projections" in help_text
+    result = CliRunner().invoke(app, ["prune", "--method", "iht", "--iht-every", "0", "-o", "/nonexistent/x"])
+    assert result.exit_code == 2 and "Recipe field 'iht.every': Input should be greater than or equal to 1" in result.output
+    with pytest.raises(RecipeError, match="'iht.evry' is not a known option"):
+        build_recipe({"iht": {"evry": 2}})
+    iht.unregister()  # gone from the recipe and the flags with the section
+    with pytest.raises(RecipeError, match="'iht' is not a known option"):
+        build_recipe({"iht": {"every": 2}})
+    assert "--iht-every" not in CliRunner().invoke(app, ["prune", "--help"], env={"COLUMNS": "200"}).output
 
 
 def test_recipe_names_come_from_the_registry(iht):

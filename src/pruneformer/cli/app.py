@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 import sys
+import types
+import typing
 from typing import Any, Callable, Optional
 
 import typer
@@ -11,6 +13,7 @@ from rich.console import Console
 from rich.text import Text
 
 from ..errors import PruneformerError
+from ..methods.registry import on_sections_changed, sections
 from ..runs.stages import RunOptions
 
 console = Console()
@@ -88,6 +91,68 @@ def with_data_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
+def _flag_type(annotation: Any) -> type:
+    """The option type of a section field: its type without Optional; a Literal's choices are text."""
+    args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        annotation = args[0]
+    return annotation if annotation in (bool, int, float) else str
+
+
+def _flag_help(section: str, field: str, info: Any) -> str:
+    text = f"{section}.{field}: {info.description or field}"
+    choices = typing.get_args(info.annotation) if typing.get_origin(info.annotation) is typing.Literal else ()
+    if choices:
+        text += f" ({' | '.join(map(str, choices))})"
+    if info.default is not None and "default" not in text:
+        text += f" (default {info.default})"
+    return text + "."
+
+
+def section_flags() -> dict[str, tuple[str, str]]:
+    """``prune``'s method flags, by parameter name: (section, field), from every registered section."""
+    return {flag.replace("-", "_"): (name, field) for name, settings in sections().items()
+            for flag, field in settings.flags.items()}
+
+
+def split_section_flags(given: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the other keyword arguments, the nested recipe overrides of the method flags that were given)."""
+    flags, rest, nested = section_flags(), {}, {}
+    for key, value in given.items():
+        if key not in flags:
+            rest[key] = value
+        elif value is not None:
+            section, field = flags[key]
+            nested.setdefault(section, {})[field] = value
+    return rest, nested
+
+
+def with_section_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give ``command`` a flag for every field a registered method section offers (``Settings.flags``);
+    they reach it as keyword arguments (its ``**`` parameter). Rebuilt whenever a section is registered,
+    so a plugin's flags appear on ``pruneformer prune`` without an edit here."""
+    base = inspect.signature(command)
+
+    def rebuild() -> None:
+        params = [p for p in base.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        added, kinds = [], {}
+        for name, settings in sections().items():
+            for flag, field in settings.flags.items():
+                info, kind = settings.model_fields[field], _flag_type(settings.model_fields[field].annotation)
+                declared = f"--{flag}/--no-{flag}" if kind is bool else f"--{flag}"
+                kinds[flag.replace("-", "_")] = Optional[kind]
+                added.append(inspect.Parameter(flag.replace("-", "_"), inspect.Parameter.KEYWORD_ONLY,
+                                               default=typer.Option(None, declared, help=_flag_help(name, field, info)),
+                                               annotation=Optional[kind]))
+        at = next((i for i, p in enumerate(params) if p.name == "seed"), len(params))
+        command.__signature__ = base.replace(parameters=params[:at] + added + params[at:])  # type: ignore[attr-defined]
+        command.__annotations__ = {**command.__annotations__, **kinds}
+
+    rebuild()
+    on_sections_changed(rebuild)
+    return command
+
+
 BATCH_SIZE = typer.Option(None, help="Training batch size (default 32).")
 CHECKPOINT_EVERY = typer.Option(None, help="Steps between resumable checkpoints (default 100).")
 
@@ -122,19 +187,13 @@ def recipe_overrides(**flags: Any) -> dict[str, Any]:
         "method": ("prune", "method"), "pattern": ("prune", "pattern"), "epochs": ("prune", "epochs"),
         "lr": ("prune", "lr"), "include": ("prune", "include"), "exclude": ("prune", "exclude"),
         "dense_epochs": ("dense", "epochs"), "dense_lr": ("dense", "lr"), "dense_checkpoint": ("dense", "checkpoint"),
-        "admm_epochs": ("admm", "epochs"), "admm_interval": ("admm", "interval"), "rho": ("admm", "rho"),
-        "rho_schedule": ("admm", "rho_schedule"), "rho_factor": ("admm", "rho_factor"), "rho_max": ("admm", "rho_max"),
-        "admm_penalty": ("admm", "penalty"), "admm_pull": ("admm", "pull"), "admm_score": ("admm", "score"), "lambda_w": ("srste", "lambda_w"), "distill": ("distill", "enabled"),
-        "srste_decay": ("srste", "decay"), "decay_rate": ("srste", "decay_rate"),
+        "distill": ("distill", "enabled"),
         "distill_hidden": ("distill", "hidden_weight"),
         "batch_size": ("train", "batch_size"), "checkpoint_every": ("train", "checkpoint_every"),
-        "target": ("mlpruning", "target"), "block_size": ("mlpruning", "block_size"),
-        "block_keep": ("mlpruning", "block_keep"), "align": ("mlpruning", "align"),
         "candidates": ("compare", "candidates"), "seeds": ("compare", "seeds"), "max_drop": ("compare", "max_drop"),
         "jobs": ("compare", "jobs"), "threads": ("compare", "threads"), "latency_batch": ("compare", "latency_batch"),
         "latency_length": ("compare", "latency_length"), "latency_threads": ("compare", "latency_threads"),
         "rounds": ("compare", "rounds"), "onnx": ("compare", "onnx"),
-        "calib_samples": ("calibration", "samples"), "dampening": ("calibration", "dampening"),
     }
     nested: dict[str, Any] = {}
     for key, value in flags.items():

@@ -17,8 +17,8 @@ from .app import (
     TRUST_PICKLE,
     app,
     fail,
-    run_options,
     recipe_overrides,
+    run_options,
     with_data_options,
 )
 

@@ -22,13 +22,16 @@ from .app import (
     TRUST_PICKLE,
     app,
     fail,
-    run_options,
     recipe_overrides,
+    run_options,
+    split_section_flags,
     with_data_options,
+    with_section_options,
 )
 
 
 @app.command()
+@with_section_options
 @with_data_options
 def prune(
     recipe: Optional[Path] = typer.Option(None, "--recipe", "-r", help="YAML recipe; flags override its fields."),
@@ -41,28 +44,10 @@ def prune(
     dense_epochs: Optional[float] = typer.Option(None, help="Epochs of the dense fine-tune (default 1)."),
     dense_lr: Optional[float] = DENSE_LR,
     dense_checkpoint: Optional[str] = typer.Option(None, help="Reuse a dense fine-tuned model directory instead of fine-tuning."),
-    admm_epochs: Optional[float] = typer.Option(None, help="Epochs of ADMM inside the budget (default: half)."),
-    admm_interval: Optional[int] = typer.Option(None, help="Optimizer steps between ADMM Z/U updates (default 30)."),
-    admm_pull: Optional[str] = typer.Option(None, help="ADMM W-step: fixed (closes rho/(1+rho) of the gap per step, default) | lr (the proximal step at the step's learning rate; rho in 1/lr units)."),
-    admm_score: Optional[str] = typer.Option(None, help="What ADMM's Z keeps: magnitude (|W+U|, default) | fisher (|W+U| x sqrt(mean squared gradient))."),
-    rho: Optional[float] = typer.Option(None, help="Initial ADMM penalty rho (default 0.02; 30 with --admm-pull lr)."),
-    rho_schedule: Optional[str] = typer.Option(None, help="constant | geometric | balanced (default geometric)."),
-    rho_factor: Optional[float] = typer.Option(None, help="rho growth per update (default 1.3)."),
-    rho_max: Optional[float] = typer.Option(None, help="Cap on rho (default 0.3; 3000 with --admm-pull lr)."),
-    admm_penalty: Optional[str] = typer.Option(None, help="decoupled (proximal step after the optimizer, default) | gradient (rho*(W-Z+U) added to the gradient after clipping)."),
-    srste_decay: Optional[str] = typer.Option(None, help="SR-STE decay of pruned weights: decoupled (per-step shrink, default) | gradient (the paper's SGD form)."),
-    decay_rate: Optional[float] = typer.Option(None, help="SR-STE decoupled decay: pruned weights shrink by 1/(1+rate) per step (default 2e-3)."),
-    lambda_w: Optional[float] = typer.Option(None, help="SR-STE gradient decay lambda_w (with --srste-decay gradient; default 2e-4)."),
     distill: Optional[bool] = typer.Option(None, "--distill/--no-distill", help="Distil from the dense model in the retraining phases."),
     distill_hidden: Optional[float] = typer.Option(None, help="Weight of the hidden-state MSE in distillation (default 0)."),
     batch_size: Optional[int] = BATCH_SIZE,
     checkpoint_every: Optional[int] = CHECKPOINT_EVERY,
-    target: Optional[float] = typer.Option(None, help="mlpruning / l1-structured: fraction of encoder weights that remains, in (0, 1] (default 0.5)."),
-    block_size: Optional[int] = typer.Option(None, help="mlpruning: block size of the block step (default 32)."),
-    block_keep: Optional[float] = typer.Option(None, help="mlpruning: share of the shrunk model the block step keeps (default 1: no block step)."),
-    align: Optional[int] = typer.Option(None, help="mlpruning / l1-structured: round kept FFN units and output rows per layer to a multiple of this (default 16; 1: off)."),
-    calib_samples: Optional[int] = typer.Option(None, help="alps / sparsegpt / wanda (and -retrain): training sentences that calibrate the one-shot prune (default 512)."),
-    dampening: Optional[float] = typer.Option(None, help="alps / sparsegpt: ridge on each Gram matrix, a fraction of its mean diagonal (default 0.01)."),
     seed: Optional[int] = SEED,
     output_dir: Optional[str] = typer.Option(None, "--output-dir", "-o", help="Where the model and report go."),
     resume: bool = RESUME,
@@ -74,10 +59,11 @@ def prune(
     from ..runs.pipeline import run
     from ..runs.recipe import load_recipe
 
-    flags = {k: v for k, v in locals().items() if k not in ("recipe", "resume", "quiet", "run", "load_recipe",
-                                                             "trust_pickle", "model_and_data")} | model_and_data
+    given = {k: v for k, v in locals().items() if k not in ("recipe", "resume", "quiet", "run", "load_recipe",
+                                                             "trust_pickle", "model_and_data")}
+    data, method_flags = split_section_flags(model_and_data)
     try:
-        built = load_recipe(recipe, recipe_overrides(**flags))
+        built = load_recipe(recipe, {**recipe_overrides(**given, **data), **method_flags})
         run(built, run_options(resume, quiet, trust_pickle))
     except PruneformerError as exc:
         fail(exc)

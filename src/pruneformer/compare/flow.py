@@ -33,7 +33,7 @@ from ..core.structure import check_compressible
 from ..core.targets import resolve_targets
 from ..errors import PruneformerError, RecipeError
 from ..methods.candidates import SPP, Candidate, parse_candidates
-from ..methods.registry import method_entry
+from ..methods.registry import method_entry, sections
 from ..runs.engine import STATE_FILE, RunState, claim_output_dir, prepare_data, quiet_library_progress, silent_log
 from ..runs.recipe import Recipe, build_recipe, recipe_to_yaml
 from ..runs.stages import RunOptions, Stage, run_stage
@@ -92,19 +92,15 @@ def candidate_recipe(base: Recipe, candidate: Candidate, seed: int, out: Path, d
     if dense_model is not None:
         tree["dense"]["checkpoint"] = str(dense_model)
     budget = base.prune.epochs
-    if candidate.kind == "dense":
-        tree["prune"]["method"] = candidate.method
-    elif candidate.kind == "pattern":
-        tree["prune"] |= {"method": candidate.method, "pattern": candidate.setting}
-        if tree["admm"].get("epochs") is not None and tree["admm"]["epochs"] > budget:
-            tree["admm"]["epochs"] = None
-    elif candidate.kind == "shrink":
-        tree["prune"]["method"] = candidate.method
-        tree["mlpruning"]["target"] = candidate.value
-        if candidate.value > tree["mlpruning"]["block_keep"]:
-            tree["mlpruning"]["block_keep"] = 1.0
-    else:  # spp: the search takes half of the budget, each cut's fine-tune the other half
+    if candidate.kind == SPP:  # the search takes half of the budget, each cut's fine-tune the other half
         tree["spp"] |= {"epochs": budget / 2, "finetune_epochs": budget / 2}
+        return build_recipe(tree)
+    tree["prune"]["method"] = candidate.method
+    if candidate.kind == "pattern":
+        tree["prune"]["pattern"] = candidate.setting
+    value = candidate.value if candidate.kind == "shrink" else None
+    for name in method_entry(candidate.method).sections:  # each method's own section fits itself
+        tree[name] = sections()[name].fit_candidate(tree[name], budget, value)
     return build_recipe(tree)
 
 

@@ -55,6 +55,7 @@ import torch
 
 from ..core.patterns import compute_masks
 from ..errors import DivergenceError, PruneformerError
+from .admm_config import resolve_rho
 from .base import PruningMethod
 
 #: rho above this is blamed when a run goes non-finite (a hundred times rho_max's default).
@@ -63,23 +64,6 @@ RHO_FAR_TOO_LARGE = 10.0
 BALANCE_MU = 10.0
 #: decay of the running mean of squared gradients the ``fisher`` score uses (Adam's beta2).
 FISHER_BETA = 0.999
-#: (rho, rho_max) when the recipe leaves them unset: a fraction per step (``fixed``), or 1 / lr units (``lr``).
-DEFAULT_RHO = {"fixed": (0.02, 0.3), "lr": (30.0, 3000.0)}
-
-
-def resolve_rho(pull: str, penalty: str, rho: float | None, rho_max: float | None) -> tuple[float, float]:
-    """(rho, rho_max) with the pull's defaults filled in; ValueError when the settings cannot work together
-    (the recipe validates with this too, so a bad combination fails before any training)."""
-    if pull == "lr" and penalty != "decoupled":
-        raise ValueError("pull 'lr' is a proximal step after the optimizer: it needs penalty 'decoupled'")
-    rho = DEFAULT_RHO[pull][0] if rho is None else rho
-    rho_max = DEFAULT_RHO[pull][1] if rho_max is None else rho_max
-    if rho > rho_max:  # the units differ by pull: a fixed-pull rho_max would cap an lr-pull rho at nothing
-        raise ValueError(f"rho ({rho:g}) is above rho_max ({rho_max:g}) with pull '{pull}' (defaults "
-                         + ", ".join(f"{k} {v[0]:g} / {v[1]:g}" for k, v in DEFAULT_RHO.items()) + ")")
-    return rho, rho_max
-
-
 def continuation_factor(rho: float, rho_max: float, steps: int, interval: int, reach: float = 0.6) -> float:
     """The geometric rho factor that takes rho to rho_max after ``reach`` of the phase's Z/U updates, so the
     last updates run at full pull and the primal residual is near zero at the hard prune."""

@@ -16,10 +16,24 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
+from pydantic import Field
 
+from ..core.settings import Settings
 from ..core.targets import Target
 from ..errors import PatternError, PruneformerError
 from .base import PruningMethod
+
+
+class CalibrationConfig(Settings):
+    """Calibrated one-shot methods on a task (alps, sparsegpt, wanda, their -retrain recipes)."""
+
+    flags: ClassVar[dict[str, str]] = {"calib-samples": "samples", "dampening": "dampening"}
+
+    samples: int = Field(512, ge=1, description="training sentences (a seeded sample) calibrating the prune")
+    batch_size: int = Field(16, ge=1, description="sentences per batch (padding never enters a statistic)")
+    dampening: float = Field(0.01, ge=0, description="ridge on each Gram matrix, a fraction of its mean diagonal")
+    alps_rho: float = Field(0.1, gt=0, description="ALPS: starting ADMM penalty (unit-diagonal Gram)")
+    alps_max_iter: int = Field(300, ge=1, description="ALPS: most ADMM iterations per layer")
 
 
 class CalibratedPruner(PruningMethod):

@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
+from ..core.settings import Settings
 from ..errors import RecipeError
 from . import (
     ADMMPruner,
@@ -27,6 +28,11 @@ from . import (
     SRSTEPruner,
     WandaPruner,
 )
+from .admm_config import ADMMConfig
+from .calibrated import CalibrationConfig
+from .mlpruning_config import MLPruningConfig
+from .spp.settings import SPPConfig
+from .srste import SRSTEConfig
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,8 @@ class MethodEntry:
     ``distill.enabled`` applies; ``shrinks`` names the structured method class whose ``shrink_schedule``,
     ``from_config`` (and ``block_step``) the structured stages run (prune -> physical shrink -> block step or
     retrain); ``check(model, recipe)`` fails before any training when the model cannot be pruned this way.
+    ``sections`` are the recipe sections the method reads (``pruneformer compare`` fits each to a candidate
+    with :meth:`Settings.fit_candidate`); ``checks`` those whose :meth:`Settings.check_recipe` must hold.
     """
 
     name: str
@@ -64,9 +72,42 @@ class MethodEntry:
     distills: bool = True
     shrinks: type[PruningMethod] | None = None
     check: Callable[[nn.Module, Any], None] | None = None
+    sections: tuple[str, ...] = ()
+    checks: tuple[str, ...] = ()
 
 
 _METHODS: dict[str, MethodEntry] = {}
+_SECTIONS: dict[str, type[Settings]] = {}
+_SECTION_LISTENERS: list[Callable[[], None]] = []
+
+
+def register_section(name: str, settings: type[Settings], replace: bool = False) -> type[Settings]:
+    """Add a recipe section (``recipe.<name>``, a :class:`Settings` subclass) with its ``prune`` flags; the
+    recipe validates it and ``pruneformer prune`` offers its flags from then on."""
+    if not (isinstance(settings, type) and issubclass(settings, Settings)):
+        raise TypeError(f"section '{name}' must be a pruneformer.core.settings.Settings subclass")
+    if name in _SECTIONS and not replace:
+        raise ValueError(f"recipe section '{name}' is already registered (pass replace=True to override it)")
+    _SECTIONS[name] = settings
+    for listener in _SECTION_LISTENERS:
+        listener()
+    return settings
+
+
+def unregister_section(name: str) -> None:
+    _SECTIONS.pop(name, None)
+    for listener in _SECTION_LISTENERS:
+        listener()
+
+
+def sections() -> dict[str, type[Settings]]:
+    """The registered method sections, by recipe key, in registration order."""
+    return dict(_SECTIONS)
+
+
+def on_sections_changed(listener: Callable[[], None]) -> None:
+    """Call ``listener()`` whenever a section is registered or removed (the CLI rebuilds its flags)."""
+    _SECTION_LISTENERS.append(listener)
 
 
 def register_method(entry: MethodEntry, replace: bool = False) -> MethodEntry:
@@ -107,35 +148,44 @@ def _oneshot_then(name: str, method: type[PruningMethod]) -> Callable[[Any], lis
 
 
 def _admm_then(name: str, method: type[PruningMethod]) -> Callable[[Any], list[Phase]]:
-    """ADMM for ``admm_epochs()`` of the budget, then ``method`` for the rest."""
+    """ADMM for ``admm.phase_epochs`` of the budget, then ``method`` for the rest."""
     def phases(recipe: Any) -> list[Phase]:
-        admm = recipe.admm_epochs()
+        admm = recipe.admm.phase_epochs(recipe.prune.epochs)
         return [Phase("admm", admm, ADMMPruner, teacher=recipe.distill.during_admm),
                 Phase(name, recipe.prune.epochs - admm, method)]
     return phases
 
 
+for _name, _settings in (("admm", ADMMConfig), ("srste", SRSTEConfig), ("calibration", CalibrationConfig),
+                         ("mlpruning", MLPruningConfig), ("spp", SPPConfig)):
+    register_section(_name, _settings)
+
+_ADMM = dict(sections=("admm",), checks=("admm",))
+_CALIBRATED = dict(sections=("calibration",))
 for _entry in (
     MethodEntry("dense", "no pruning (the dense fine-tune alone)", prunes=False, distills=False),
     MethodEntry("magnitude", "one-shot magnitude, no retraining", distills=False,
                 phases=lambda recipe: [Phase("magnitude", 0.0, MagnitudePruner)]),
     MethodEntry("magnitude-retrain", "magnitude masks, then masked retraining", phases=_retrain("masked", MaskedFineTuner)),
-    MethodEntry("srste", "SR-STE (sparse-refined straight-through estimator)", phases=_retrain("srste", SRSTEPruner)),
-    MethodEntry("admm", "ADMM, then masked retraining", phases=_admm_then("masked", MaskedFineTuner)),
-    MethodEntry("admm-srste", "ADMM, then SR-STE", phases=_admm_then("srste", SRSTEPruner)),
+    MethodEntry("srste", "SR-STE (sparse-refined straight-through estimator)", phases=_retrain("srste", SRSTEPruner),
+                sections=("srste",)),
+    MethodEntry("admm", "ADMM, then masked retraining", phases=_admm_then("masked", MaskedFineTuner), **_ADMM),
+    MethodEntry("admm-srste", "ADMM, then SR-STE", phases=_admm_then("srste", SRSTEPruner),
+                sections=("admm", "srste"), checks=("admm",)),
     MethodEntry("alps", "ALPS: layer-wise ADMM on each Linear's reconstruction (one-shot, calibrated)", distills=False,
-                phases=lambda recipe: [Phase("alps", 0.0, ALPSPruner)]),
+                phases=lambda recipe: [Phase("alps", 0.0, ALPSPruner)], **_CALIBRATED),
     MethodEntry("sparsegpt", "SparseGPT one-shot (calibrated), no retraining", distills=False,
-                phases=lambda recipe: [Phase("sparsegpt", 0.0, SparseGPTPruner)]),
+                phases=lambda recipe: [Phase("sparsegpt", 0.0, SparseGPTPruner)], **_CALIBRATED),
     MethodEntry("wanda", "Wanda one-shot (calibrated), no retraining", distills=False,
-                phases=lambda recipe: [Phase("wanda", 0.0, WandaPruner)]),
-    MethodEntry("alps-retrain", "ALPS one-shot masks, then masked retraining", phases=_oneshot_then("alps", ALPSPruner)),
+                phases=lambda recipe: [Phase("wanda", 0.0, WandaPruner)], **_CALIBRATED),
+    MethodEntry("alps-retrain", "ALPS one-shot masks, then masked retraining", phases=_oneshot_then("alps", ALPSPruner),
+                **_CALIBRATED),
     MethodEntry("sparsegpt-retrain", "SparseGPT one-shot masks, then masked retraining",
-                phases=_oneshot_then("sparsegpt", SparseGPTPruner)),
+                phases=_oneshot_then("sparsegpt", SparseGPTPruner), **_CALIBRATED),
     MethodEntry("mlpruning", "MLPruning heads/rows (+ blocks), physically shrunk", shrinks=MLPruner,
-                check=MLPruner.check_model),
+                check=MLPruner.check_model, sections=("mlpruning",), checks=("mlpruning",)),
     MethodEntry("l1-structured", "L1 heads and FFN units, shrunk, retrained", shrinks=L1StructuredPruner,
-                check=L1StructuredPruner.check_model),
+                check=L1StructuredPruner.check_model, sections=("mlpruning",)),
 ):
     register_method(_entry)
 

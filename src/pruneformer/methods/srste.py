@@ -17,11 +17,25 @@ The decay (``decay``):
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Literal, Mapping
 
 import torch
+from pydantic import Field
 
+from ..core.settings import Settings
 from .base import PruningMethod
+
+
+class SRSTEConfig(Settings):
+    """SR-STE: forward through the per-step projection, decay the pruned weights."""
+
+    flags: ClassVar[dict[str, str]] = {"srste-decay": "decay", "decay-rate": "decay_rate", "lambda-w": "lambda_w"}
+
+    decay: Literal["decoupled", "gradient"] = Field(
+        "decoupled", description="decoupled: pruned weights shrink by 1/(1+decay_rate) per step (Adam-proof); "
+        "gradient: the paper's lambda_w (1-M) W added to the gradient (an SGD setting)")
+    decay_rate: float = Field(2e-3, ge=0, lt=1, description="per-step shrink of pruned weights (decay: decoupled)")
+    lambda_w: float = Field(2e-4, ge=0, description="gradient decay on pruned weights (decay: gradient)")
 
 
 class SRSTEPruner(PruningMethod):

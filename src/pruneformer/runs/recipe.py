@@ -7,18 +7,16 @@ become one line naming the field and what it accepts, e.g.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, create_model, field_validator, model_validator
 
-from ..core.patterns import parse_pattern
-from ..errors import PatternError, RecipeError
-from ..methods.admm import resolve_rho
+from ..core.settings import LayerRegexes, PatternSpec, Settings
+from ..errors import RecipeError
 from ..methods.candidates import parse_candidates
-from ..methods.registry import method_names, oneshot_names
+from ..methods.registry import method_entry, method_names, oneshot_names, sections
 
 
 def _registered(value: str, names: tuple[str, ...]) -> str:
@@ -30,41 +28,7 @@ def _registered(value: str, names: tuple[str, ...]) -> str:
     return value
 
 
-def _pattern_spec(value: str) -> str:
-    try:
-        return parse_pattern(value).spec
-    except PatternError as exc:
-        raise ValueError(str(exc)) from exc
-
-
-def _layer_regexes(values: list[str]) -> list[str]:
-    """Each entry is a role or a regex on layer names: check it compiles now, not after loading the model."""
-    for value in values:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"'{value}' is not a role or a valid regular expression ({exc})") from None
-    return values
-
-
-#: a pattern spec, normalised ("2:4", "4x4:8", "70%"); a list of roles or layer-name regexes
-PatternSpec = Annotated[str, AfterValidator(_pattern_spec)]
-LayerRegexes = Annotated[list[str], AfterValidator(_layer_regexes)]
-
-
-class _Strict(BaseModel):
-    # inf and NaN are never meaningful settings (an infinite epoch count would only fail deep in the run)
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        """A NUL character is in no real path, column or pattern; the OS would reject it deep in the run."""
-        texts = value if isinstance(value, list) else [value]
-        if any(isinstance(text, str) and "\x00" in text for text in texts):
-            raise ValueError("contains a NUL character")
-        return value
-
+_Strict = Settings  # every section, core or a method's, is a strict Settings model
 
 _Model = TypeVar("_Model", bound=BaseModel)
 
@@ -123,43 +87,6 @@ class PruneConfig(_Strict):
 
 
 
-class ADMMConfig(_Strict):
-    """ADMM's split: how long, how often Z and U move, and how hard W is pulled towards Z."""
-
-    epochs: float | None = Field(None, ge=0, description="ADMM epochs (default: half of prune.epochs)")
-    interval: int = Field(30, ge=1, description="optimizer steps between Z/U updates")
-    pull: Literal["fixed", "lr"] = Field("fixed", description="fixed: the W-step closes rho/(1+rho) of the gap to "
-                                         "Z - U per step; lr: the proximal step at the step's lr (rho in 1/lr units)")
-    score: Literal["magnitude", "fisher"] = Field("magnitude", description="what Z keeps: |W+U|, or |W+U| x sqrt(mean g^2)")
-    rho: float | None = Field(None, gt=0, description="starting penalty weight (default 0.02 with pull fixed, 30 with lr)")
-    rho_schedule: Literal["constant", "geometric", "balanced"] = Field(
-        "geometric", description="geometric: x rho_factor per Z/U update; balanced: residual balancing (Boyd 3.4.1)")
-    rho_factor: float | None = Field(None, ge=1, description="rho growth per update; default: the factor that "
-                                     "takes rho to rho_max at 60% of the ADMM phase's updates")
-    rho_max: float | None = Field(None, gt=0, description="cap on rho (default 0.3 with pull fixed, 3000 with lr)")
-    penalty: Literal["gradient", "decoupled"] = Field(
-        "decoupled", description="decoupled: proximal step after the optimizer (Adam-proof); gradient: "
-        "rho*(W-Z+U) added to W.grad after clipping (pull fixed only)")
-    target_residual: float = Field(0.05, gt=0, description="primal residual ||W-Z||/||W|| ADMM must reach before "
-                                   "the hard prune; above it the run warns")
-    eval_every: int = Field(3, ge=0, description="score Proj(W) on dev every this many Z/U updates (0: epoch ends only)")
-
-    @model_validator(mode="after")
-    def _pull_fits(self) -> "ADMMConfig":
-        resolve_rho(self.pull, self.penalty, self.rho, self.rho_max)
-        return self
-
-
-class SRSTEConfig(_Strict):
-    """SR-STE: forward through the per-step projection, decay the pruned weights."""
-
-    decay: Literal["decoupled", "gradient"] = Field(
-        "decoupled", description="decoupled: pruned weights shrink by 1/(1+decay_rate) per step (Adam-proof); "
-        "gradient: the paper's lambda_w (1-M) W added to the gradient (an SGD setting)")
-    decay_rate: float = Field(2e-3, ge=0, lt=1, description="per-step shrink of pruned weights (decay: decoupled)")
-    lambda_w: float = Field(2e-4, ge=0, description="gradient decay on pruned weights (decay: gradient)")
-
-
 class DistillConfig(_Strict):
     """Knowledge distillation from the dense fine-tuned model during the retraining phases."""
 
@@ -169,52 +96,6 @@ class DistillConfig(_Strict):
     hidden_weight: float = Field(0.0, ge=0, description="weight of the hidden-state MSE")
     during_admm: bool = Field(False, description="also distil during ADMM (its student starts equal to the teacher, "
                               "so the term mostly fights the penalty)")
-
-
-class CalibrationConfig(_Strict):
-    """Calibrated one-shot methods on a task (alps, sparsegpt, wanda, their -retrain recipes)."""
-
-    samples: int = Field(512, ge=1, description="training sentences (a seeded sample) calibrating the prune")
-    batch_size: int = Field(16, ge=1, description="sentences per batch (padding never enters a statistic)")
-    dampening: float = Field(0.01, ge=0, description="ridge on each Gram matrix, a fraction of its mean diagonal")
-    alps_rho: float = Field(0.1, gt=0, description="ALPS: starting ADMM penalty (unit-diagonal Gram)")
-    alps_max_iter: int = Field(300, ge=1, description="ALPS: most ADMM iterations per layer")
-
-
-class SPPConfig(_Strict):
-    """SPP's search (one linearized Bregman path over paired-dimension masks) and its extractions."""
-
-    epochs: float = Field(1.0, gt=0, description="epochs of the search")
-    kappa: float = Field(1.0, gt=0)
-    nu: float = Field(1000.0, gt=0, description="coupling: ||a - gamma||^2 / (2 nu); DessiLBI uses 100, see README")
-    lam: float = Field(1.0, ge=0, description="lambda, the threshold of shrink(z, lambda)")
-    alpha: float = Field(25.0, gt=0, description="step size of the iteration (a and z); a unit enters near step lam*nu/alpha")
-    granularity: Literal["shared", "head"] = Field("shared", description="qk/vo masks shared by all heads of a layer, or per head")
-    train_weights: bool = Field(False, description="train the weights with the masks (default: frozen)")
-    mask_optimizer: Literal["sgd", "adamw"] = Field("sgd", description="sgd: the DessiLBI step; adamw: the SPP code's")
-    mask_lr: float = Field(1e-3, gt=0, description="AdamW learning rate of the masks (mask_optimizer adamw)")
-    record_every: int = Field(1, ge=1, description="steps between gamma snapshots for the path plot")
-    finetune_epochs: float = Field(1.0, ge=0, description="short fine-tune of each extracted model")
-
-
-class MLPruningConfig(_Strict):
-    """Structured pruning to a fraction of the encoder weights (``mlpruning`` and the ``l1-structured`` baseline)."""
-
-    target: float = Field(0.5, gt=0, le=1, description="fraction of the encoder Linears' weights that remains")
-    block_size: int = Field(32, ge=1, description="block size of MLPruning's block step (16 or 32 in the paper)")
-    align: int = Field(16, ge=1, description="kept FFN units and output rows per layer are rounded to a multiple "
-                       "of this (odd widths make matrix kernels much slower); 1: no rounding")
-    block_keep: float = Field(1.0, gt=0, le=1, description="share of the shrunk model kept by the block step; 1: no block step")
-    block_epochs: float | None = Field(None, ge=0, description="epochs of the block step (default: half of prune.epochs)")
-    finetune_epochs: float = Field(0.0, ge=0, description="epochs (of prune.epochs) fine-tuning the shrunk model "
-                                   "after the head/row step, with distillation; no block step only")
-    threshold_init: float = Field(10.0, description="initial Top-k threshold t (keep ratio sigmoid(t))")
-    score_lr: float = Field(1e-2, gt=0, lt=10, description="learning rate of the scores and thresholds")
-    distill: bool = Field(True, description="distil from the dense model (the block step: from the step-2 model)")
-    temperature: float = Field(2.0, gt=0)
-    distill_alpha: float = Field(0.9, ge=0, le=1, description="weight of the teacher terms; 1 - alpha weights the task loss")
-    hidden_weight: float = Field(1.0, ge=0, description="weight of each layer's hidden-state MSE (summed over layers)")
-    attention_weight: float = Field(1.0, ge=0, description="weight of each layer's attention-probability MSE")
 
 
 class CompareConfig(_Strict):
@@ -256,7 +137,8 @@ DEFAULT_CANDIDATES = ("admm:2:4", "srste:2:4", "mlpruning:0.5", "mlpruning:0.3",
 
 
 class Recipe(_Strict):
-    """Everything a ``pruneformer prune`` run needs."""
+    """Everything a ``pruneformer prune`` run needs: these core sections, plus every registered method's own
+    (``admm``, ``srste``, ``calibration``, ``mlpruning``, ``spp``, a plugin's), added by :func:`recipe_model`."""
 
     model: str = Field("embedded", description="'embedded' (MiniLM-L6) or a local model directory")
     output_dir: str = "runs/minilm-2x4"
@@ -265,41 +147,30 @@ class Recipe(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     dense: DenseConfig = Field(default_factory=DenseConfig)
     prune: PruneConfig = Field(default_factory=PruneConfig)
-    admm: ADMMConfig = Field(default_factory=ADMMConfig)
-    srste: SRSTEConfig = Field(default_factory=SRSTEConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
-    spp: SPPConfig = Field(default_factory=SPPConfig)
-    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
-    mlpruning: MLPruningConfig = Field(default_factory=MLPruningConfig)
     compare: CompareConfig = Field(default_factory=CompareConfig)
 
     @model_validator(mode="after")
-    def _admm_fits(self) -> "Recipe":
-        if self.prune.method in ("admm", "admm-srste") and self.admm.epochs is not None \
-                and self.admm.epochs > self.prune.epochs:
-            raise ValueError(
-                f"admm.epochs ({self.admm.epochs}) exceeds prune.epochs ({self.prune.epochs}), the total budget"
-            )
+    def _method_fits(self) -> "Recipe":
+        """The checks the method's own sections hold against the rest of the recipe (e.g. ADMM's epochs
+        inside the budget); this module names no method."""
+        entry = method_entry(self.prune.method)
+        for name in entry.checks:
+            getattr(self, name).check_recipe(self)
         return self
 
-    @model_validator(mode="after")
-    def _mlpruning_fits(self) -> "Recipe":
-        m = self.mlpruning
-        if self.prune.method == "mlpruning" and m.block_keep < 1:
-            if m.target > m.block_keep:
-                raise ValueError(f"mlpruning.target ({m.target}) exceeds mlpruning.block_keep ({m.block_keep}): the "
-                                 "head/row step would have to keep more than all weights")
-            if m.block_epochs is not None and m.block_epochs > self.prune.epochs:
-                raise ValueError(f"mlpruning.block_epochs ({m.block_epochs}) exceeds prune.epochs ({self.prune.epochs})")
-            if m.finetune_epochs:
-                raise ValueError("mlpruning.finetune_epochs needs block_keep 1 (the block step ends the run)")
-        if self.prune.method == "mlpruning" and m.finetune_epochs >= self.prune.epochs > 0:
-            raise ValueError(f"mlpruning.finetune_epochs ({m.finetune_epochs}) leaves nothing of prune.epochs "
-                             f"({self.prune.epochs}) for the head/row step")
-        return self
 
-    def admm_epochs(self) -> float:
-        return self.prune.epochs / 2 if self.admm.epochs is None else self.admm.epochs
+_MODELS: dict[tuple[tuple[str, type], ...], type[Recipe]] = {}
+
+
+def recipe_model() -> type[Recipe]:
+    """The full recipe schema: :class:`Recipe` with a field for every registered section (built once per
+    set of sections, so a plugin's section is part of every recipe validated after its registration)."""
+    key = tuple(sections().items())
+    if key not in _MODELS:
+        _MODELS[key] = create_model("Recipe", __base__=Recipe, __module__=__name__, **{
+            name: (cls, Field(default_factory=cls)) for name, cls in key})
+    return _MODELS[key]
 
 
 def _one_line(exc: ValidationError) -> RecipeError:
@@ -330,7 +201,7 @@ def validate_config(cls: type[_Model], data: Any) -> _Model:
 
 def build_recipe(data: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None) -> Recipe:
     """Validate a recipe dictionary (with flag overrides merged in) into a :class:`Recipe`."""
-    return validate_config(Recipe, _deep_merge(data or {}, overrides or {}))
+    return validate_config(recipe_model(), _deep_merge(data or {}, overrides or {}))
 
 
 class _RecipeLoader(yaml.SafeLoader):

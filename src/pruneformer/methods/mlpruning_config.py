@@ -1,0 +1,55 @@
+"""The recipe section of the structured methods that shrink to a fraction of the encoder weights
+(``mlpruning``; ``l1-structured`` reads its target and alignment)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from ..core.settings import Settings
+
+
+class MLPruningConfig(Settings):
+    """Structured pruning to a fraction of the encoder weights (``mlpruning`` and the ``l1-structured`` baseline)."""
+
+    flags: ClassVar[dict[str, str]] = {"target": "target", "block-size": "block_size", "block-keep": "block_keep",
+                                       "align": "align"}
+
+    target: float = Field(0.5, gt=0, le=1, description="fraction of the encoder Linears' weights that remains")
+    block_size: int = Field(32, ge=1, description="block size of MLPruning's block step (16 or 32 in the paper)")
+    align: int = Field(16, ge=1, description="kept FFN units and output rows per layer are rounded to a multiple "
+                       "of this (odd widths make matrix kernels much slower); 1: no rounding")
+    block_keep: float = Field(1.0, gt=0, le=1, description="share of the shrunk model kept by the block step; 1: no block step")
+    block_epochs: float | None = Field(None, ge=0, description="epochs of the block step (default: half of prune.epochs)")
+    finetune_epochs: float = Field(0.0, ge=0, description="epochs (of prune.epochs) fine-tuning the shrunk model "
+                                   "after the head/row step, with distillation; no block step only")
+    threshold_init: float = Field(10.0, description="initial Top-k threshold t (keep ratio sigmoid(t))")
+    score_lr: float = Field(1e-2, gt=0, lt=10, description="learning rate of the scores and thresholds")
+    distill: bool = Field(True, description="distil from the dense model (the block step: from the step-2 model)")
+    temperature: float = Field(2.0, gt=0)
+    distill_alpha: float = Field(0.9, ge=0, le=1, description="weight of the teacher terms; 1 - alpha weights the task loss")
+    hidden_weight: float = Field(1.0, ge=0, description="weight of each layer's hidden-state MSE (summed over layers)")
+    attention_weight: float = Field(1.0, ge=0, description="weight of each layer's attention-probability MSE")
+
+    def check_recipe(self, recipe: Any) -> None:
+        """MLPruning's two steps must fit: the block step keeps at least the target, inside the budget."""
+        budget = recipe.prune.epochs
+        if self.block_keep < 1:
+            if self.target > self.block_keep:
+                raise ValueError(f"mlpruning.target ({self.target}) exceeds mlpruning.block_keep ({self.block_keep}): "
+                                 "the head/row step would have to keep more than all weights")
+            if self.block_epochs is not None and self.block_epochs > budget:
+                raise ValueError(f"mlpruning.block_epochs ({self.block_epochs}) exceeds prune.epochs ({budget})")
+            if self.finetune_epochs:
+                raise ValueError("mlpruning.finetune_epochs needs block_keep 1 (the block step ends the run)")
+        if self.finetune_epochs >= budget > 0:
+            raise ValueError(f"mlpruning.finetune_epochs ({self.finetune_epochs}) leaves nothing of prune.epochs "
+                             f"({budget}) for the head/row step")
+
+    @classmethod
+    def fit_candidate(cls, section: dict[str, Any], budget: float, value: float | None) -> dict[str, Any]:
+        """A compare candidate's fraction is the target; a block step that would keep less is turned off."""
+        if value is None:
+            return section
+        return {**section, "target": value, **({"block_keep": 1.0} if value > section["block_keep"] else {})}
