@@ -111,7 +111,7 @@ def onnx_dir(args, name: str) -> Path:
 def task_data(args, tokenizer):
     """The preset's data (the split every model was trained and scored on), tokenized."""
     from pruneformer.data import tokenize_bundle
-    from pruneformer.runs.pipeline import prepare_data
+    from pruneformer.runs.engine import prepare_data
     from pruneformer.runs.recipe import DataConfig
 
     preset = structured_bench.PRESETS[args.preset]

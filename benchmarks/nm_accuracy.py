@@ -175,7 +175,7 @@ def step_time_ratio(dense_model: Path, steps: int = 12, repeats: int = 2) -> dic
     from pruneformer.data import tokenize_bundle
     from pruneformer.methods import ADMMPruner, SRSTEPruner
     from pruneformer.models.saved import load_pruned_model
-    from pruneformer.runs.pipeline import prepare_data
+    from pruneformer.runs.engine import prepare_data
     from pruneformer.runs.recipe import DataConfig
     from pruneformer.train.loop import StepContext, make_optimizer, make_scheduler, train_step
 

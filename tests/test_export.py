@@ -70,7 +70,7 @@ def exported(saved, tiny_task, tmp_path_factory):
 
 def dev_split(tiny_task):
     from pruneformer.data import tokenize_bundle
-    from pruneformer.runs.pipeline import prepare_data
+    from pruneformer.runs.engine import prepare_data
     from pruneformer.runs.recipe import DataConfig
 
     config = DataConfig(source=str(tiny_task["train"]), dev_file=str(tiny_task["dev"]), max_length=16)

@@ -20,7 +20,7 @@ from pruneformer import ADMMPruner, MaskedFineTuner, SRSTEPruner, compute_masks,
 from pruneformer.core.targets import resolve_targets
 from pruneformer.data import tokenize_bundle
 from pruneformer.methods import MLPruner, SPPSearch
-from pruneformer.runs.pipeline import prepare_data
+from pruneformer.runs.engine import prepare_data
 from pruneformer.runs.recipe import DataConfig
 from pruneformer.train.loop import TrainSettings, epoch_batches, train_phase
 from pruneformer.train.trainer_callback import PruningCallback

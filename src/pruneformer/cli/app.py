@@ -115,18 +115,6 @@ def section_flags() -> dict[str, tuple[str, str]]:
             for flag, field in settings.flags.items()}
 
 
-def split_section_flags(given: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(the other keyword arguments, the nested recipe overrides of the method flags that were given)."""
-    flags, rest, nested = section_flags(), {}, {}
-    for key, value in given.items():
-        if key not in flags:
-            rest[key] = value
-        elif value is not None:
-            section, field = flags[key]
-            nested.setdefault(section, {})[field] = value
-    return rest, nested
-
-
 def with_section_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Give ``command`` a flag for every field a registered method section offers (``Settings.flags``);
     they reach it as keyword arguments (its ``**`` parameter). Rebuilt whenever a section is registered,
@@ -177,7 +165,8 @@ def parse_option(flag: str, parse: Any, value: Any) -> Any:
 
 
 def recipe_overrides(**flags: Any) -> dict[str, Any]:
-    """Map flat CLI flags onto the nested recipe, skipping the ones not given."""
+    """Map flat CLI flags onto the nested recipe, skipping the ones not given: the core sections' here, the
+    method sections' from their own ``Settings.flags``."""
     where = {
         "model": ("model",), "output_dir": ("output_dir",), "seed": ("seed",),
         "data": ("data", "source"), "glue_task": ("data", "glue_task"), "dev_file": ("data", "dev_file"),
@@ -194,7 +183,7 @@ def recipe_overrides(**flags: Any) -> dict[str, Any]:
         "jobs": ("compare", "jobs"), "threads": ("compare", "threads"), "latency_batch": ("compare", "latency_batch"),
         "latency_length": ("compare", "latency_length"), "latency_threads": ("compare", "latency_threads"),
         "rounds": ("compare", "rounds"), "onnx": ("compare", "onnx"),
-    }
+    } | section_flags()
     nested: dict[str, Any] = {}
     for key, value in flags.items():
         if value is None or value == []:

@@ -16,7 +16,7 @@ from .app import TRUST_PICKLE, app, console, fail, parse_option
 def _tokenized_split(tokenizer: Any, split: str, seed: int, config: Any) -> tuple[Any, list[str]]:
     """(tokenized ``split``, the task's metrics) of the data a :class:`DataConfig` names, for scoring a model."""
     from ..data import tokenize_bundle
-    from ..runs.pipeline import prepare_data
+    from ..runs.engine import prepare_data
 
     bundle = tokenize_bundle(prepare_data(config, seed), tokenizer, config.max_length)
     dataset = getattr(bundle, split, None)
@@ -45,7 +45,7 @@ def eval_cmd(
     from transformers import DataCollatorWithPadding
 
     from ..deploy.runtime import load_for_scoring
-    from ..runs.pipeline import quiet_library_progress
+    from ..runs.engine import quiet_library_progress
     from ..runs.recipe import DataConfig, validate_config
     from ..train.evaluation import evaluate
 
@@ -83,7 +83,7 @@ def export_cmd(
 ) -> None:
     """Export a saved model to ONNX (dynamic batch and sequence), checked against PyTorch; optionally int8."""
     from ..deploy.export import FORMATS, QUANTIZATIONS, check_choice, export_model
-    from ..runs.pipeline import quiet_library_progress
+    from ..runs.engine import quiet_library_progress
     from ..runs.recipe import load_recipe
 
     quiet_library_progress()
@@ -116,7 +116,7 @@ def inspect(
     from ..core.patterns import parse_pattern
     from ..deploy.runtime import exported_weights, is_exported
     from ..models.saved import load_pruned_model
-    from ..runs.pipeline import quiet_library_progress
+    from ..runs.engine import quiet_library_progress
 
     quiet_library_progress()
     from ..core.sparsity import overall_sparsity, weight_sparsity

@@ -24,7 +24,6 @@ from .app import (
     fail,
     recipe_overrides,
     run_options,
-    split_section_flags,
     with_data_options,
     with_section_options,
 )
@@ -59,11 +58,10 @@ def prune(
     from ..runs.pipeline import run
     from ..runs.recipe import load_recipe
 
-    given = {k: v for k, v in locals().items() if k not in ("recipe", "resume", "quiet", "run", "load_recipe",
-                                                             "trust_pickle", "model_and_data")}
-    data, method_flags = split_section_flags(model_and_data)
+    flags = {k: v for k, v in locals().items() if k not in ("recipe", "resume", "quiet", "run", "load_recipe",
+                                                             "trust_pickle", "model_and_data")} | model_and_data
     try:
-        built = load_recipe(recipe, {**recipe_overrides(**given, **data), **method_flags})
+        built = load_recipe(recipe, recipe_overrides(**flags))
         run(built, run_options(resume, quiet, trust_pickle))
     except PruneformerError as exc:
         fail(exc)
@@ -92,7 +90,7 @@ def oneshot_cmd(
 ) -> None:
     """Prune a decoder LLM (Llama, GPT-2) once with magnitude, Wanda or SparseGPT; report held-out perplexity."""
     from ..runs.oneshot import run_oneshot
-    from ..runs.pipeline import quiet_library_progress
+    from ..runs.engine import quiet_library_progress
     from ..runs.recipe import build_oneshot_recipe
 
     quiet_library_progress()

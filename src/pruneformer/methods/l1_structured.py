@@ -19,11 +19,11 @@ from torch import nn
 
 from ..core.structure import LayerPlan, ShrinkSchedule, check_compressible
 from ..core.targets import Target
-from .base import PruningMethod
 from .mlpruning import aligned_count, kept_indices
+from .shrinking import ShrinkingMethod
 
 
-class L1StructuredPruner(PruningMethod):
+class L1StructuredPruner(ShrinkingMethod):
     """Keep the largest-L1 heads and FFN units, the same share of each, over all layers."""
 
     name: ClassVar[str] = "l1-structured"

@@ -39,7 +39,7 @@ from torch.nn.utils import parametrize
 from ..core.structure import LayerPlan, ShrinkSchedule, check_compressible
 from ..core.targets import Target
 from ..errors import PatternError
-from .base import PruningMethod
+from .shrinking import ShrinkingMethod
 
 
 class TopKMask(torch.autograd.Function):
@@ -116,7 +116,7 @@ def check_block_size(targets: list[Target], block_size: int) -> None:
             )
 
 
-class MLPruner(PruningMethod):
+class MLPruner(ShrinkingMethod):
     """Learnable Top-k thresholds at head + row level, or block level, towards a remaining fraction."""
 
     name: ClassVar[str] = "mlpruning"

@@ -31,6 +31,7 @@ from . import (
 from .admm_config import ADMMConfig
 from .calibrated import CalibrationConfig
 from .mlpruning_config import MLPruningConfig
+from .shrinking import ShrinkingMethod
 from .spp.settings import SPPConfig
 from .srste import SRSTEConfig
 
@@ -70,7 +71,7 @@ class MethodEntry:
     phases: Callable[[Any], list[Phase]] = lambda recipe: []
     prunes: bool = True
     distills: bool = True
-    shrinks: type[PruningMethod] | None = None
+    shrinks: type[ShrinkingMethod] | None = None
     check: Callable[[nn.Module, Any], None] | None = None
     sections: tuple[str, ...] = ()
     checks: tuple[str, ...] = ()

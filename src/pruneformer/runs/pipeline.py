@@ -27,25 +27,12 @@ from ..models.saved import save_pruned_model
 from ..train.calibration import prune_layerwise
 from ..train.distill import Distiller
 from ..train.loop import PhaseResult, schedule_spans
-from .engine import (  # noqa: F401
-    STATE_FILE,
-    RunState,
-    data_signature,
-    dense_reference,
-    finish_report,
-    open_run,
-    prepare_data,
-    quiet_library_progress,
-    silent_log,
-    summary_line,
-    train_settings,
-)
+from .engine import dense_reference, finish_report, open_run, summary_line
 from .recipe import Recipe
 from .stages import RunOptions, Stage, run_stage
 from .structured import run_structured
 
-__all__ = ["STATE_FILE", "RunState", "build_method", "data_signature", "prepare_data", "quiet_library_progress",
-           "run", "schedule", "silent_log", "train_settings"]
+__all__ = ["build_method", "run", "schedule"]
 
 
 def schedule(recipe: Recipe) -> list[Phase]:

@@ -31,6 +31,7 @@ from ..compress import kept_encoder_weights, shrink_model
 from ..core.sparsity import layer_sparsity
 from ..core.targets import resolve_targets
 from ..errors import PruneformerError
+from ..methods.shrinking import ShrinkingMethod
 from ..models.saved import load_pruned_model, save_shrunk_model
 from ..train.distill import Distiller
 from ..train.evaluation import evaluate_splits
@@ -55,7 +56,8 @@ def _eager(model: nn.Module) -> nn.Module:
     return model
 
 
-def run_structured(run: Run, dense_scores: dict[str, dict[str, float]], shrinker: Any) -> dict[str, Any]:
+def run_structured(run: Run, dense_scores: dict[str, dict[str, float]],
+                   shrinker: type[ShrinkingMethod]) -> dict[str, Any]:
     """The pruning phases, shrink, evaluation, save and report of a structured run, on an open :class:`Run`
     whose dense reference is done. ``shrinker``: the method class (``MethodEntry.shrinks``); its
     ``shrink_schedule(recipe)`` says how the budget is spent, ``from_config`` builds step 1 and ``block_step``
