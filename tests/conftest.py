@@ -15,6 +15,18 @@ import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+#: test folders whose every test is a whole run (data -> model -> stages -> files); elsewhere a whole-run
+#: test carries ``@pytest.mark.integration`` itself. ``pytest -m "not integration"`` is the fast loop.
+INTEGRATION_FOLDERS = ("runs", "compare", "smoke")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    root = Path(__file__).resolve().parent
+    for item in items:
+        parts = Path(str(item.fspath)).resolve().relative_to(root).parts
+        if parts[0] in INTEGRATION_FOLDERS:
+            item.add_marker(pytest.mark.integration)
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 GOOD = ["good", "great", "fine", "superb", "lovely", "brilliant"]

@@ -1,4 +1,4 @@
-"""One rank of the multi-process test (``tests/test_distributed.py`` launches it with torchrun).
+"""One rank of the multi-process test (``tests/train/test_distributed.py`` launches it with torchrun).
 
 It runs ``pipeline.run`` unchanged, interrupted once mid-ADMM and then resumed, and records after every
 optimizer step a digest of the method's state (ADMM's Z and U, masks, rho), its current masks and the

@@ -10,6 +10,8 @@ from typer.testing import CliRunner
 
 from pruneformer.cli import app
 
+pytestmark = pytest.mark.integration  # whole runs
+
 runner = CliRunner()
 
 

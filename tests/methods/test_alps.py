@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_oneshot import correlated_inputs, prune_linear, reconstruction_error
+from layer_fixtures import correlated_inputs, prune_linear, reconstruction_error
 
 from pruneformer.core.patterns import parse_pattern
 from pruneformer.core.targets import resolve_targets
@@ -146,6 +146,7 @@ def test_padding_never_enters_the_gram_matrix(tiny_model_dir):
         assert torch.allclose(gram, alone[name][0], rtol=1e-4, atol=1e-4), name
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("method", ["alps", "alps-retrain", "sparsegpt-retrain"])
 def test_prune_runs_calibrated_one_shot_methods_on_an_encoder(tiny_recipe, method):
     from pruneformer.runs.pipeline import run
@@ -165,6 +166,7 @@ def test_prune_runs_calibrated_one_shot_methods_on_an_encoder(tiny_recipe, metho
     assert saved["pruned"]["dev"]["accuracy"] == report["pruned"]["dev"]["accuracy"]
 
 
+@pytest.mark.integration
 def test_oneshot_command_runs_alps_on_a_decoder_and_keeps_its_diagnostics_on_resume(tmp_path):
     from conftest import FILLER, GOOD, VOCAB
     from llm_fixtures import save_tiny_llama_dir
@@ -193,6 +195,7 @@ def test_oneshot_command_runs_alps_on_a_decoder_and_keeps_its_diagnostics_on_res
     assert json.loads((out / "report.json").read_text())["layer_diagnostics"] == diagnostics
 
 
+@pytest.mark.integration
 def test_compare_runs_calibrated_candidates(tiny_model_dir, tiny_task, tmp_path):
     """``compare alps:2:4 alps-retrain:2:4`` trains them on the shared dense model like any other candidate."""
     from pruneformer.cli.app import recipe_overrides

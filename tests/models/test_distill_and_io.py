@@ -13,6 +13,8 @@ from pruneformer.errors import CheckpointError
 from pruneformer.runs.pipeline import run
 from pruneformer.train.distill import Distiller
 
+pytestmark = pytest.mark.integration  # whole runs
+
 
 def tiny_bert(seed: int) -> BertForSequenceClassification:
     torch.manual_seed(seed)

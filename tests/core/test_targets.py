@@ -55,7 +55,7 @@ def test_patterns_that_match_nothing_or_everything_are_errors():
 
 
 def test_unsupported_architecture_is_named():
-    # GPT-2 and Llama are supported now (tests/test_llm.py); OPT is not
+    # GPT-2 and Llama are supported now (tests/models/test_llm.py); OPT is not
     model = OPTForSequenceClassification(OPTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
                                                    ffn_dim=64, word_embed_proj_dim=32, vocab_size=50))
     with pytest.raises(ModelError, match="opt.*Fix:"):

@@ -7,13 +7,13 @@ import json
 
 import pytest
 import torch
+from layer_fixtures import correlated_inputs, prune_linear, reconstruction_error
 from llm_fixtures import random_tokens, save_tiny_llama_dir, tiny_gpt2, tiny_llama
-from torch import nn
 from typer.testing import CliRunner
 
 from pruneformer.cli import app
 from pruneformer.core.patterns import parse_pattern
-from pruneformer.core.targets import Target, resolve_targets
+from pruneformer.core.targets import resolve_targets
 from pruneformer.errors import PatternError, PruneformerError
 from pruneformer.methods import MagnitudePruner, SparseGPTPruner, WandaPruner
 from pruneformer.models.llm import batches_of
@@ -21,33 +21,6 @@ from pruneformer.runs.oneshot import build_oneshot_method, oneshot
 from pruneformer.train.calibration import prune_layerwise
 
 PATTERNS = ["2:4", "50%", "4x4:8"]
-
-
-def prune_linear(method, weight: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-    """Prune one Linear holding ``weight`` with ``method`` calibrated on ``inputs``; the pruned weight."""
-    linear = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
-    with torch.no_grad():
-        linear.weight.copy_(weight)
-    target = Target("layer", linear, "ffn_in", 0)
-    method.attach(linear, [target])
-    if method.calibrates:
-        for chunk in inputs.split(100):
-            method.observe(target, chunk)
-        method.prune_target(target)
-    method.finalize()
-    return linear.weight.detach()
-
-
-def reconstruction_error(weight: torch.Tensor, pruned: torch.Tensor, inputs: torch.Tensor) -> float:
-    return float((inputs @ (weight - pruned).t()).pow(2).sum())
-
-
-def correlated_inputs(tokens: int, features: int, seed: int) -> torch.Tensor:
-    """Inputs with correlated features of unequal scales (where SparseGPT's weight update pays off)."""
-    g = torch.Generator().manual_seed(seed)
-    mixing = torch.eye(features) + torch.randn(features, features, generator=g) / features**0.5
-    scales = torch.exp(0.5 * torch.randn(features, generator=g))
-    return (torch.randn(tokens, features, generator=g) @ mixing) * scales
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)

@@ -24,7 +24,9 @@ import pruneformer
 from pruneformer.runs.pipeline import run
 from pruneformer.runs.recipe import build_recipe
 
-WORKER = Path(__file__).with_name("distributed_worker.py")
+pytestmark = pytest.mark.integration  # whole runs
+
+WORKER = Path(__file__).resolve().parents[1] / "distributed_worker.py"
 
 
 def recipe_dict(tmp_path: Path, output_dir: Path) -> dict:

@@ -24,6 +24,7 @@ def iht():
     new_method_plugin.unregister()
 
 
+@pytest.mark.integration
 def test_a_registered_method_runs_through_prune_end_to_end(iht, tiny_model_dir, tiny_task, tmp_path):
     out = tmp_path / "iht"
     result = CliRunner().invoke(app, [
