@@ -44,7 +44,7 @@ QUIET = dict(progress=False, log=lambda _: None)
 def test_structured_prune_resumes_to_the_same_model(tiny_recipe, tmp_path):
     def recipe(name):
         return tiny_recipe(output_dir=str(tmp_path / name), prune={"method": "mlpruning", "epochs": 1.0, "lr": 1e-3},
-                           dense={"epochs": 1.0, "lr": 1e-3}, mlpruning={"threshold_init": 3.0, "score_lr": 0.2,
+                           dense={"epochs": 1.0, "lr": 1e-3}, mlpruning={"threshold_init": 3.0, "score_lr": 1.0,
                                                                           "target": 0.25, "finetune_epochs": 0.5})
     reference = run(recipe("ref"), **QUIET)
     with pytest.raises(Kill):  # 16 dense steps, then step 6 of the head/row step (checkpoint at step 4)

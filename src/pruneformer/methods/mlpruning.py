@@ -39,6 +39,7 @@ from torch.nn.utils import parametrize
 from ..core.structure import LayerPlan, ShrinkSchedule, check_compressible
 from ..core.targets import Target
 from ..errors import PatternError
+from .mlpruning_config import check_threshold_budget
 from .shrinking import ShrinkingMethod
 
 
@@ -144,6 +145,10 @@ class MLPruner(ShrinkingMethod):
         block = (m.block_epochs if m.block_epochs is not None else budget / 2) if m.block_keep < 1 else 0.0
         finetune = m.finetune_epochs if m.block_keep >= 1 else 0.0
         return ShrinkSchedule("head-row", budget - block - finetune, block, finetune, m.attention_weight > 0)
+
+    @staticmethod
+    def check_budget(recipe: Any, steps_per_epoch: int) -> str | None:
+        return check_threshold_budget(recipe.mlpruning, MLPruner.shrink_schedule(recipe).first_epochs, steps_per_epoch)
 
     @classmethod
     def from_config(cls, recipe: Any, masks: Any = None, steps: int = 0) -> "MLPruner":

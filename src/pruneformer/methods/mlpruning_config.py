@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 from pydantic import Field
 
 from ..core.settings import Settings
+from ..errors import RecipeError
 
 
 class MLPruningConfig(Settings):
@@ -53,3 +55,33 @@ class MLPruningConfig(Settings):
         if value is None:
             return section
         return {**section, "target": value, **({"block_keep": 1.0} if value > section["block_keep"] else {})}
+
+
+def threshold_reach(score_lr: float, steps: int) -> float:
+    """The farthest a threshold can move in ``steps`` optimizer steps: Adam without momentum moves it by at
+    most about the step's lr, and the loop's warmup + linear decay sums to (steps + 2) / 2 peak lrs."""
+    return score_lr * (steps + 2) / 2
+
+
+def check_threshold_budget(m: MLPruningConfig, step_epochs: float, steps_per_epoch: int) -> str | None:
+    """Before any training: refuse a head/row step whose thresholds cannot come even halfway down to the
+    target in the steps it has; return a warning when they may not come all the way (finalize then lowers
+    them at once). The issue "Pruning that pays": at init 10 and score lr 0.01 over 536 steps the thresholds
+    kept 1.000 of the weights at the end, finalize cut half the model at once and the run lost 8 points."""
+    steps = math.ceil(step_epochs * steps_per_epoch)
+    keep = min(1.0, m.target / m.block_keep)
+    if steps <= 0 or keep >= 1:
+        return None
+    # a matrix masked by rows and columns keeps about r^2 at a uniform ratio r: the least the thresholds must fall
+    needed = m.threshold_init - math.log(math.sqrt(keep) / (1 - math.sqrt(keep)))
+    reach = threshold_reach(m.score_lr, steps)
+    if reach >= needed:
+        return None
+    problem = (f"MLPruning's thresholds start at {m.threshold_init:g} and must fall by at least ~{needed:.1f} to keep "
+               f"{keep:.2f} of the weights, but at score_lr {m.score_lr:g} over the head/row step's {steps} steps they "
+               f"can move at most ~{reach:.1f}")
+    fix = (f"raise mlpruning.score_lr to {1.5 * needed / ((steps + 2) / 2):.2g} or more, lower "
+           "mlpruning.threshold_init, or give it more epochs")
+    if reach < needed / 2:
+        raise RecipeError(problem + ", so finalize would cut the model at once.", fix)
+    return f"{problem}: finalize may have to lower them at once. Fix: {fix}."

@@ -29,6 +29,12 @@ class ShrinkingMethod(PruningMethod):
         """How ``prune.epochs`` is spent around the cut: step 1, then a block step or retraining."""
         raise NotImplementedError
 
+    @staticmethod
+    def check_budget(recipe: Any, steps_per_epoch: int) -> str | None:
+        """Before any training: raise a one-line error when the method cannot reach its target in the steps
+        the schedule gives it, or return a warning when it may not quite (default: None, it always can)."""
+        return None
+
     @classmethod
     def block_step(cls, recipe: Any, keep: float) -> "ShrinkingMethod":
         """The block step of the shrunk model, keeping ``keep`` of its weights (methods whose schedule has

@@ -67,6 +67,11 @@ def run(recipe: Recipe, options: RunOptions | None = None, **settings: Any) -> d
     entry = method_entry(recipe.prune.method)
     if entry.check is not None:  # e.g. structured methods: can this model be shrunk?
         entry.check(model, recipe)
+    budget_warning = None  # a shrinking method: can it reach its target in the steps it is given?
+    if entry.shrinks is not None:
+        budget_warning = entry.shrinks.check_budget(recipe, -(-len(ctx.tokenized.train) // recipe.train.batch_size))
+        if budget_warning:
+            log(f"warning: {budget_warning}")
     ctx.wall["load"] = time.perf_counter() - ctx.t0
     bundle = ctx.bundle
     log(f"task {task.name}: train {len(bundle.train)}, dev {len(bundle.dev)}"
@@ -76,7 +81,7 @@ def run(recipe: Recipe, options: RunOptions | None = None, **settings: Any) -> d
     dense_scores = dense_reference(ctx)
     log(f"dense: {summary_line(dense_scores)}")
     if entry.shrinks:  # heads/rows/blocks, physically shrunk: structured.py
-        return run_structured(ctx, dense_scores, entry.shrinks)
+        return run_structured(ctx, dense_scores, entry.shrinks, [budget_warning] if budget_warning else [])
 
     distiller = None
     if recipe.distill.enabled and entry.distills:

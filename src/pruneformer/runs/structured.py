@@ -56,8 +56,8 @@ def _eager(model: nn.Module) -> nn.Module:
     return model
 
 
-def run_structured(run: Run, dense_scores: dict[str, dict[str, float]],
-                   shrinker: type[ShrinkingMethod]) -> dict[str, Any]:
+def run_structured(run: Run, dense_scores: dict[str, dict[str, float]], shrinker: type[ShrinkingMethod],
+                   warnings: list[str] | None = None) -> dict[str, Any]:
     """The pruning phases, shrink, evaluation, save and report of a structured run, on an open :class:`Run`
     whose dense reference is done. ``shrinker``: the method class (``MethodEntry.shrinks``); its
     ``shrink_schedule(recipe)`` says how the budget is spent, ``from_config`` builds step 1 and ``block_step``
@@ -82,7 +82,7 @@ def run_structured(run: Run, dense_scores: dict[str, dict[str, float]],
     dense_weights = kept_encoder_weights(model)
     plan = shrinker.shrink_schedule(recipe)
     block_stage = plan.block_epochs > 0
-    warnings: list[str] = []
+    warnings = list(warnings or [])  # the pre-training checks' (the budget) come first
 
     def train(student, key, method, distiller, epochs):
         return run.train(student, key, run.settings(epochs, recipe.prune.lr), method, distiller)
