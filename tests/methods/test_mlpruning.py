@@ -18,7 +18,8 @@ from pruneformer.errors import PatternError, RecipeError
 from pruneformer.methods import L1StructuredPruner, MLPruner
 from pruneformer.methods.l1_structured import aligned_masks
 from pruneformer.methods.mlpruning import TopKMask, keep_count
-from pruneformer.methods.mlpruning_config import MLPruningConfig, check_threshold_budget, threshold_reach
+from pruneformer.methods.mlpruning_config import (MLPruningConfig, check_threshold_budget, fit_threshold_budget,
+                                                  threshold_fall, threshold_reach)
 from pruneformer.runs.pipeline import run
 from pruneformer.train.loop import make_optimizer, make_scheduler
 
@@ -223,17 +224,27 @@ def test_distiller_attention_term_is_the_mean_mse_of_probabilities():
 
 def test_thresholds_that_cannot_come_down_in_the_budget_are_refused_before_training(tiny_recipe):
     """The issue's run: init 10, score lr 0.01, 536 head/row steps -> refused with the lr that would work."""
-    defaults = MLPruningConfig(target=0.5)
+    issue = MLPruningConfig(target=0.5, score_lr=0.01)
     with pytest.raises(RecipeError, match=r"fall by at least ~9.1 .* can move at most ~2.7.*score_lr to 0.05") as err:
-        check_threshold_budget(defaults, 2.0, 268)  # the standard preset: 8,568 sentences, batch 32, 2 epochs
+        check_threshold_budget(issue, 2.0, 268)  # the standard preset: 8,568 sentences, batch 32, 2 epochs
     assert "\n" not in str(err.value)
     assert check_threshold_budget(MLPruningConfig(target=0.5, score_lr=0.05), 2.0, 268) is None
     warning = check_threshold_budget(MLPruningConfig(target=0.5, threshold_init=3.0, score_lr=0.2), 1.0, 16)
     assert warning is not None and "finalize may have to lower them at once" in warning  # 1.8 of 2.1: a warning
     assert threshold_reach(0.01, 536) == pytest.approx(2.69)
     with pytest.raises(RecipeError, match="MLPruning's thresholds start at 10"):  # the run refuses before any training
-        run(tiny_recipe(prune={"method": "mlpruning", "epochs": 1.0, "lr": 1e-3}, mlpruning={"target": 0.5}),
-            progress=False, log=lambda _: None)
+        run(tiny_recipe(prune={"method": "mlpruning", "epochs": 1.0, "lr": 1e-3},
+                        mlpruning={"target": 0.5, "score_lr": 0.01}), progress=False, log=lambda _: None)
+
+
+def test_the_default_score_lr_is_fitted_to_the_budget():
+    standard = MLPruningConfig(target=0.5)  # score_lr left to the budget
+    assert fit_threshold_budget(standard, 2.0, 268) is None
+    assert standard.score_lr == pytest.approx(1.5 * threshold_fall(standard) / 269, rel=1e-2)  # 0.0508
+    assert threshold_reach(standard.score_lr, 536) == pytest.approx(1.5 * threshold_fall(standard), rel=1e-2)
+    short = MLPruningConfig(target=0.3)
+    fit_threshold_budget(short, 0.5, 16)  # 8 steps: a large lr, still inside the field's bound
+    assert 1.0 < short.score_lr < 10 and check_threshold_budget(short, 0.5, 16) is None
 
 
 def test_a_threshold_moves_no_farther_than_the_reach_the_check_assumes():

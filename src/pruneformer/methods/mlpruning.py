@@ -39,7 +39,7 @@ from torch.nn.utils import parametrize
 from ..core.structure import LayerPlan, ShrinkSchedule, check_compressible
 from ..core.targets import Target
 from ..errors import PatternError
-from .mlpruning_config import check_threshold_budget
+from .mlpruning_config import fit_threshold_budget
 from .shrinking import ShrinkingMethod
 
 
@@ -148,7 +148,8 @@ class MLPruner(ShrinkingMethod):
 
     @staticmethod
     def check_budget(recipe: Any, steps_per_epoch: int) -> str | None:
-        return check_threshold_budget(recipe.mlpruning, MLPruner.shrink_schedule(recipe).first_epochs, steps_per_epoch)
+        """Fits ``mlpruning.score_lr`` to the budget when the recipe leaves it unset, then checks it."""
+        return fit_threshold_budget(recipe.mlpruning, MLPruner.shrink_schedule(recipe).first_epochs, steps_per_epoch)
 
     @classmethod
     def from_config(cls, recipe: Any, masks: Any = None, steps: int = 0) -> "MLPruner":

@@ -27,7 +27,8 @@ class MLPruningConfig(Settings):
     finetune_epochs: float = Field(0.0, ge=0, description="epochs (of prune.epochs) fine-tuning the shrunk model "
                                    "after the head/row step, with distillation; no block step only")
     threshold_init: float = Field(10.0, description="initial Top-k threshold t (keep ratio sigmoid(t))")
-    score_lr: float = Field(1e-2, gt=0, lt=10, description="learning rate of the scores and thresholds")
+    score_lr: float | None = Field(None, gt=0, lt=10, description="learning rate of the scores and thresholds; "
+                                   "default: fitted to the budget, 1.5x what brings the thresholds to the target")
     distill: bool = Field(True, description="distil from the dense model (the block step: from the step-2 model)")
     temperature: float = Field(2.0, gt=0)
     distill_alpha: float = Field(0.9, ge=0, le=1, description="weight of the teacher terms; 1 - alpha weights the task loss")
@@ -63,6 +64,22 @@ def threshold_reach(score_lr: float, steps: int) -> float:
     return score_lr * (steps + 2) / 2
 
 
+def threshold_fall(m: MLPruningConfig) -> float:
+    """The least the head/row thresholds must fall from ``threshold_init`` to keep ``target / block_keep``: a
+    matrix masked by rows and columns keeps about r^2 at a uniform ratio r, so r = sqrt(keep)."""
+    root = math.sqrt(min(1.0, m.target / m.block_keep))
+    return m.threshold_init - math.log(root / (1 - root)) if root < 1 else 0.0
+
+
+def fit_threshold_budget(m: MLPruningConfig, step_epochs: float, steps_per_epoch: int) -> str | None:
+    """Before any training: fill ``score_lr`` when the recipe leaves it to the budget (1.5x the lr whose
+    reach is the fall the target needs), then check it (:func:`check_threshold_budget`)."""
+    steps = math.ceil(step_epochs * steps_per_epoch)
+    if m.score_lr is None:
+        m.score_lr = float(f"{1.5 * max(threshold_fall(m), 1.0) / ((max(steps, 1) + 2) / 2):.3g}")
+    return check_threshold_budget(m, step_epochs, steps_per_epoch)
+
+
 def check_threshold_budget(m: MLPruningConfig, step_epochs: float, steps_per_epoch: int) -> str | None:
     """Before any training: refuse a head/row step whose thresholds cannot come even halfway down to the
     target in the steps it has; return a warning when they may not come all the way (finalize then lowers
@@ -72,8 +89,7 @@ def check_threshold_budget(m: MLPruningConfig, step_epochs: float, steps_per_epo
     keep = min(1.0, m.target / m.block_keep)
     if steps <= 0 or keep >= 1:
         return None
-    # a matrix masked by rows and columns keeps about r^2 at a uniform ratio r: the least the thresholds must fall
-    needed = m.threshold_init - math.log(math.sqrt(keep) / (1 - math.sqrt(keep)))
+    needed = threshold_fall(m)
     reach = threshold_reach(m.score_lr, steps)
     if reach >= needed:
         return None

@@ -31,8 +31,9 @@ class ShrinkingMethod(PruningMethod):
 
     @staticmethod
     def check_budget(recipe: Any, steps_per_epoch: int) -> str | None:
-        """Before any training: raise a one-line error when the method cannot reach its target in the steps
-        the schedule gives it, or return a warning when it may not quite (default: None, it always can)."""
+        """Before any training: fill the settings the recipe leaves to the budget, then raise a one-line error
+        when the method cannot reach its target in the steps the schedule gives it, or return a warning when
+        it may not quite (default: None, it always can)."""
         return None
 
     @classmethod
