@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from pathlib import Path
 
 import torch
@@ -27,7 +28,9 @@ from torch import nn
 from pruneformer.core.patterns import parse_pattern
 from pruneformer.core.targets import Target
 from pruneformer.methods import ADMMPruner, ALPSPruner
-from pruneformer.train.loop import lr_factor
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from layer_fixtures import run_phase  # noqa: E402  (the tests' one-Linear ADMM phase)
 
 HERE = Path(__file__).resolve().parent
 VARIANTS = {  # name -> ADMMPruner settings (rho_factor: the continuation reaching rho_max at 60% of 9 updates)
@@ -57,28 +60,11 @@ def added_loss(weight: torch.Tensor, x, y, w0) -> float:
 
 
 def run_admm(settings: dict, x, y, w0, lr: float, seed: int, steps: int = 270, interval: int = 30):
-    torch.manual_seed(seed)
-    layer = nn.Linear(w0.shape[1], w0.shape[0], bias=False)
-    with torch.no_grad():
-        layer.weight.copy_(w0)
     factor = (settings["rho_max"] / settings["rho"]) ** (1 / round(0.6 * (steps // interval)))
     method = ADMMPruner("2:4", interval=interval, rho_factor=factor, **settings)
-    method.attach(layer, [Target("probe", layer, "ffn_in", 0)])
-    optimizer = torch.optim.AdamW(layer.parameters(), lr=lr, weight_decay=0.01)
-    total, warmup = 2 * steps, int(0.06 * 2 * steps)  # the ADMM phase is the first half of the schedule
-    order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
-    for step in range(steps):
-        rows = order[(step * 32) % x.shape[0]:][:32]
-        for group in optimizer.param_groups:
-            group["lr"] = lr * lr_factor(step, total, warmup)
-        nn.functional.mse_loss(layer(x[rows]), y[rows]).backward()
-        method.before_optimizer_step(step)
-        method.set_learning_rate(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        optimizer.zero_grad()
-        method.after_optimizer_step(step)
-    masks = method.finalize()
-    return method, masks["probe"], layer.weight.detach().clone()
+    torch.manual_seed(seed)
+    mask, weight = run_phase(method, x, y, w0, lr, steps, order_seed=seed)  # the tests' loop (tests/layer_fixtures.py)
+    return method, mask, weight
 
 
 def alps_mask(x, w0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -87,20 +87,44 @@ def tiny_task(tmp_path_factory) -> dict[str, Path]:
     return {"train": make_tiny_task(root / "train.csv", 256, seed=1), "dev": make_tiny_task(root / "dev.csv", 64, seed=2)}
 
 
+#: the whole-run tests' base recipe on the tiny model and task (``tiny_recipe`` adds the paths).
+TINY_RECIPE = {
+    "seed": 0,
+    "train": {"batch_size": 16, "log_every": 2, "checkpoint_every": 4, "warmup_ratio": 0.0},
+    "dense": {"epochs": 6.0, "lr": 1e-3},
+    "prune": {"method": "admm", "pattern": "2:4", "epochs": 2.0, "lr": 1e-3},
+    "admm": {"interval": 4, "rho": 0.05, "penalty": "decoupled", "epochs": 1.5},
+}
+
+
+def _tiny_base(model_dir: Path, task: dict[str, Path], out: Path) -> dict:
+    return {**TINY_RECIPE, "model": str(model_dir), "output_dir": str(out),
+            "data": {"source": str(task["train"]), "dev_file": str(task["dev"]), "max_length": 16}}
+
+
+@pytest.fixture(scope="session")
+def tiny_dense_dir(tiny_model_dir, tiny_task, tmp_path_factory) -> Path:
+    """The tiny recipe's dense fine-tune, trained once per session and saved with its scores: the whole-run
+    tests start from it (``dense.checkpoint``) instead of each fine-tuning the same model again."""
+    from pruneformer.runs.pipeline import run
+    from pruneformer.runs.recipe import build_recipe
+
+    out = tmp_path_factory.mktemp("tiny-dense")
+    run(build_recipe(_tiny_base(tiny_model_dir, tiny_task, out), {"prune": {"method": "dense"}}),
+        progress=False, log=lambda _: None)
+    return out / "dense"
+
+
 @pytest.fixture
-def tiny_recipe(tiny_model_dir, tiny_task, tmp_path):
-    """A fast recipe on the tiny model and task: builds a Recipe with overrides."""
+def tiny_recipe(tiny_model_dir, tiny_task, tiny_dense_dir, tmp_path):
+    """A fast recipe on the tiny model and task: builds a Recipe with overrides. It starts from the session's
+    dense model; a test that overrides ``dense`` fine-tunes its own, from the tiny model, as it asks."""
     from pruneformer.runs.recipe import build_recipe
 
     def make(**overrides):
-        base = {
-            "model": str(tiny_model_dir), "output_dir": str(tmp_path / "run"), "seed": 0,
-            "data": {"source": str(tiny_task["train"]), "dev_file": str(tiny_task["dev"]), "max_length": 16},
-            "train": {"batch_size": 16, "log_every": 2, "checkpoint_every": 4, "warmup_ratio": 0.0},
-            "dense": {"epochs": 6.0, "lr": 1e-3},
-            "prune": {"method": "admm", "pattern": "2:4", "epochs": 2.0, "lr": 1e-3},
-            "admm": {"interval": 4, "rho": 0.05, "penalty": "decoupled", "epochs": 1.5},
-        }
+        base = _tiny_base(tiny_model_dir, tiny_task, tmp_path / "run")
+        if "dense" not in overrides:
+            base["dense"] = {"epochs": 0.0, "lr": 1e-3, "checkpoint": str(tiny_dense_dir)}
         return build_recipe(base, overrides)
 
     return make

@@ -7,19 +7,12 @@ import pytest
 import torch
 from torch import nn
 
+from layer_fixtures import one_linear, run_phase
+
 from pruneformer.core.patterns import parse_pattern
-from pruneformer.core.targets import Target
 from pruneformer.errors import PruneformerError, RecipeError
 from pruneformer.methods import ADMMPruner
 from pruneformer.runs.recipe import build_recipe
-from pruneformer.train.loop import lr_factor
-
-
-def one_linear(weight: torch.Tensor) -> tuple[nn.Linear, list[Target]]:
-    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
-    with torch.no_grad():
-        layer.weight.copy_(weight)
-    return layer, [Target("w", layer, "ffn_in", 0)]
 
 
 def at_optimum(seed: int, inputs: int = 64, outputs: int = 16, pool: int = 1024):
@@ -29,25 +22,6 @@ def at_optimum(seed: int, inputs: int = 64, outputs: int = 16, pool: int = 1024)
     x = torch.randn(pool, inputs, generator=g) * torch.exp(0.7 * torch.randn(inputs, generator=g))
     w0 = 0.04 * torch.randn(outputs, inputs, generator=g)
     return x, x @ w0.T + 0.5 * torch.randn(pool, outputs, generator=g), w0
-
-
-def run_phase(method: ADMMPruner, x, y, w0, lr: float, steps: int = 270):
-    """One ADMM phase as the standard preset runs it: AdamW, batch 32, the first half of a warmup + linear
-    decay schedule, the method told each step's lr."""
-    layer, targets = one_linear(w0)
-    method.attach(layer, targets)
-    optimizer = torch.optim.AdamW(layer.parameters(), lr=lr, weight_decay=0.01)
-    order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))
-    for step in range(steps):
-        rows = order[(step * 32) % x.shape[0]:][:32]
-        optimizer.param_groups[0]["lr"] = lr * lr_factor(step, 2 * steps, int(0.12 * steps))
-        nn.functional.mse_loss(layer(x[rows]), y[rows]).backward()
-        method.before_optimizer_step(step)
-        method.set_learning_rate(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        optimizer.zero_grad()
-        method.after_optimizer_step(step)
-    return method.finalize()["w"], layer.weight.detach()
 
 
 def test_lr_pull_is_the_proximal_step_at_the_steps_learning_rate():
