@@ -3,8 +3,9 @@ recipe section and ``pruneformer prune`` flag.
 
 It is the whole recipe for a new ``prune.method`` with settings: a :class:`Settings` section (``iht``: how
 many optimizer steps between projections, flag ``--iht-every``), a :class:`PruningMethod` whose
-``from_config`` reads it, and two registrations. No edit to the engine, the recipe module or the CLI: they
-read the registry (the recipe gains ``iht``, ``prune --help`` gains ``--iht-every``).
+``from_config`` reads it, and one registration. No edit to the engine, the recipe module or the CLI: they
+read the registry (the recipe gains ``iht``, ``prune --help`` gains ``--iht-every``): one file, one
+:func:`register_method` call.
 """
 
 from __future__ import annotations
@@ -16,14 +17,7 @@ from pydantic import Field
 
 from pruneformer.core.settings import Settings
 from pruneformer.methods import PruningMethod
-from pruneformer.methods.registry import (
-    MethodEntry,
-    Phase,
-    register_method,
-    register_section,
-    unregister_method,
-    unregister_section,
-)
+from pruneformer.methods.registry import MethodEntry, Phase, register_method, unregister_method, unregister_section
 
 
 class IHTConfig(Settings):
@@ -54,13 +48,12 @@ class IHTPruner(PruningMethod):
             self.history.append({"step": step + 1, "projections": self.projections})
 
 
-ENTRY = MethodEntry("iht", "iterative hard thresholding (a test plugin)", sections=("iht",),
-                    phases=lambda recipe: [Phase("iht", recipe.prune.epochs, IHTPruner)])
+ENTRY = MethodEntry("iht", "iterative hard thresholding (a test plugin)", settings={"iht": IHTConfig},
+                    sections=("iht",), phases=lambda recipe: [Phase("iht", recipe.prune.epochs, IHTPruner)])
 
 
 def register() -> None:
-    register_section("iht", IHTConfig, replace=True)
-    register_method(ENTRY, replace=True)
+    register_method(ENTRY, replace=True)  # the method and its section, with its flag
 
 
 def unregister() -> None:

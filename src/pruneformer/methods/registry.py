@@ -8,7 +8,7 @@ one :func:`register_method` call; see ``tests/new_method_plugin.py`` for a compl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import torch
@@ -63,7 +63,8 @@ class MethodEntry:
     ``from_config`` (and ``block_step``) the structured stages run (prune -> physical shrink -> block step or
     retrain); ``check(model, recipe)`` fails before any training when the model cannot be pruned this way.
     ``sections`` are the recipe sections the method reads (``pruneformer compare`` fits each to a candidate
-    with :meth:`Settings.fit_candidate`); ``checks`` those whose :meth:`Settings.check_recipe` must hold.
+    with :meth:`Settings.fit_candidate`); ``checks`` those whose :meth:`Settings.check_recipe` must hold;
+    ``settings`` new sections the method brings, registered with it (a plugin's one registration).
     """
 
     name: str
@@ -75,6 +76,7 @@ class MethodEntry:
     check: Callable[[nn.Module, Any], None] | None = None
     sections: tuple[str, ...] = ()
     checks: tuple[str, ...] = ()
+    settings: Mapping[str, type[Settings]] = field(default_factory=dict)
 
 
 _METHODS: dict[str, MethodEntry] = {}
@@ -115,6 +117,8 @@ def register_method(entry: MethodEntry, replace: bool = False) -> MethodEntry:
     """Add a method name; the recipe accepts it and ``pruneformer prune`` runs it from then on."""
     if entry.name in _METHODS and not replace:
         raise ValueError(f"method '{entry.name}' is already registered (pass replace=True to override it)")
+    for name, settings in entry.settings.items():
+        register_section(name, settings, replace=replace or _SECTIONS.get(name) is settings)
     _METHODS[entry.name] = entry
     return entry
 
