@@ -171,9 +171,7 @@ class ADMMPruner(PruningMethod):
         return scores
 
     def current_masks(self) -> dict[str, torch.Tensor]:
-        """The hard prune's masks: the Z-step's score applied to W itself."""
-        if self.score == "magnitude" or not self.fisher_steps:
-            return super().current_masks()
+        """The hard prune's masks: the Z-step's score applied to W itself (|W| for ``magnitude``)."""
         with torch.no_grad():
             return compute_masks(self.pattern, dict(zip(self.names, self._scores([w.detach() for w in self.weights]))))
 
@@ -267,7 +265,7 @@ class ADMMPruner(PruningMethod):
             "step": self.steps,
             "rho": self.rho,
             "primal_residual": norm(w - z for w, z in zip(weights, self.Z)) / w_norm,
-            "dual_residual": self.rho * (self.lr or 0.0 if self.pull == "lr" else 1.0) * z_change,  # rho per step
+            "dual_residual": self._rho_per_step() * z_change,
             "z_change": z_change,
             "u_norm": norm(self.U),
             "mask_changed": 1.0 - self._agreement(self.z_masks, previous_masks) if previous_masks else 0.0,
@@ -275,6 +273,10 @@ class ADMMPruner(PruningMethod):
             "flipped_back": self._flipped_back(previous_masks) if previous_masks and self.older_masks else 0.0,
         }
         return record
+
+    def _rho_per_step(self) -> float:
+        """rho as one optimizer step applies it: rho itself (``fixed``), or lr x rho (``lr``)."""
+        return self.rho * (self.lr or 0.0) if self.pull == "lr" else self.rho
 
     def _flipped_back(self, previous_masks: list[torch.Tensor]) -> float:
         """Share of groups whose kept set changed at this update back to what it was one update earlier:

@@ -28,12 +28,10 @@ def _registered(value: str, names: tuple[str, ...]) -> str:
     return value
 
 
-_Strict = Settings  # every section, core or a method's, is a strict Settings model
-
 _Model = TypeVar("_Model", bound=BaseModel)
 
 
-class DataConfig(_Strict):
+class DataConfig(Settings):
     """Where the examples come from and how they are cut."""
 
     source: str = Field("embedded", description="'embedded' (movie-review sentiment), a local file, or 'glue'")
@@ -49,7 +47,7 @@ class DataConfig(_Strict):
     max_eval: int | None = Field(None, ge=1, description="subsample dev/test")
 
 
-class TrainConfig(_Strict):
+class TrainConfig(Settings):
     """Optimisation settings shared by every phase."""
 
     batch_size: int = Field(32, ge=1)
@@ -62,7 +60,7 @@ class TrainConfig(_Strict):
     group_by_length: bool = Field(True, description="batch sentences of similar length (less padding, faster)")
 
 
-class DenseConfig(_Strict):
+class DenseConfig(Settings):
     """The dense fine-tune that gives the baseline, the teacher and the starting point of pruning."""
 
     epochs: float = Field(1.0, ge=0)
@@ -70,7 +68,7 @@ class DenseConfig(_Strict):
     checkpoint: str | None = Field(None, description="reuse an already fine-tuned dense model directory")
 
 
-class PruneConfig(_Strict):
+class PruneConfig(Settings):
     """The pruning schedule after the dense fine-tune."""
 
     method: str = Field("srste", description="a registered method name (pruneformer.methods.registry.method_names())")
@@ -87,7 +85,7 @@ class PruneConfig(_Strict):
 
 
 
-class DistillConfig(_Strict):
+class DistillConfig(Settings):
     """Knowledge distillation from the dense fine-tuned model during the retraining phases."""
 
     enabled: bool = False
@@ -98,7 +96,7 @@ class DistillConfig(_Strict):
                               "so the term mostly fights the penalty)")
 
 
-class CompareConfig(_Strict):
+class CompareConfig(Settings):
     """``pruneformer compare``: which candidates, on which seeds, measured how (see ``compare/flow.py``)."""
 
     candidates: list[str] = Field(default_factory=lambda: list(DEFAULT_CANDIDATES),
@@ -136,7 +134,7 @@ class CompareConfig(_Strict):
 DEFAULT_CANDIDATES = ("admm:2:4", "srste:2:4", "mlpruning:0.5", "mlpruning:0.3", "l1-structured:0.5", "spp:0.3,0.5,0.7")
 
 
-class Recipe(_Strict):
+class Recipe(Settings):
     """Everything a ``pruneformer prune`` run needs: these core sections, plus every registered method's own
     (``admm``, ``srste``, ``calibration``, ``mlpruning``, ``spp``, a plugin's), added by :func:`recipe_model`."""
 
@@ -241,7 +239,7 @@ def recipe_to_yaml(recipe: Recipe) -> str:
     return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
 
 
-class OneShotRecipe(_Strict):
+class OneShotRecipe(Settings):
     """Everything a ``pruneformer oneshot`` run needs: prune a decoder LM once, score its perplexity."""
 
     model: str = Field("smollm2", description="'smollm2' (SmolLM2-135M GGUF package), a local directory or .gguf")
