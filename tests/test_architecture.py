@@ -29,6 +29,7 @@ FILE_FORMAT_MODULES = ("pruneformer.models.saved", "pruneformer.methods.spp.reco
 #: The layers, bottom first; each entry is the folders (or top-level modules) on that layer.
 LAYERS: list[tuple[str, ...]] = [
     ("errors", "version"),
+    ("families",),
     ("core", "data"),
     ("methods", "compress"),
     ("models",),

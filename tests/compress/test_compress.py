@@ -14,8 +14,8 @@ from bert_fixtures import FFN, HEAD_DIM, HEADS, HIDDEN, tiny_bert, token_batch
 from transformers import (
     BertForSequenceClassification,
     BertTokenizerFast,
-    DistilBertConfig,
-    DistilBertForSequenceClassification,
+    GPT2Config,
+    GPT2ForSequenceClassification,
 )
 
 from pruneformer.compress import count_encoder_parameters, kept_encoder_weights, shrink_model
@@ -118,10 +118,10 @@ def test_bad_plan_and_unsupported_model_type():
         shrink_model(tiny_bert(), [LayerPlan(heads=[0, 0]), LayerPlan(), LayerPlan()])
     with pytest.raises(ValueError, match="2 layer plans for 3 layers"):
         shrink_model(tiny_bert(), [LayerPlan(), LayerPlan()])
-    distil = DistilBertForSequenceClassification(DistilBertConfig(vocab_size=40, dim=64, n_layers=1, n_heads=4, hidden_dim=128))
+    gpt2 = GPT2ForSequenceClassification(GPT2Config(vocab_size=40, n_embd=64, n_layer=1, n_head=4, pad_token_id=0))
     with pytest.raises(ModelError) as err:
-        shrink_model(distil, [LayerPlan()])
-    assert "'distilbert'" in str(err.value) and "\n" not in str(err.value)
+        shrink_model(gpt2, [LayerPlan()])
+    assert "gpt2" in str(err.value) and "fused" in str(err.value) and "\n" not in str(err.value)
 
 
 LOAD_WITH_PLAIN_TRANSFORMERS = textwrap.dedent("""

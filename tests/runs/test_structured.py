@@ -10,7 +10,7 @@ from conftest import make_tiny_model_dir
 from typer.testing import CliRunner
 
 from pruneformer.cli import app
-from pruneformer.errors import ModelError, PatternError, RecipeError
+from pruneformer.errors import PatternError, RecipeError
 from pruneformer.models.saved import load_pruned_model
 from pruneformer.runs.pipeline import run
 
@@ -59,12 +59,28 @@ def test_bad_structured_input_is_one_line(tiny_recipe, tmp_path):
         run(structured(tiny_recipe, "mlpruning", block_keep=0.5, target=0.3, block_size=24), progress=False,
             log=lambda _: None)
     assert "Block size 24 does not divide" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("method", ["mlpruning", "l1-structured"])
+def test_structured_run_on_another_family_shrinks_and_reloads(tiny_recipe, tmp_path, method):
+    """DistilBERT goes through the same pipeline (its family's module-swap cut) and reloads with plain
+    transformers' remote code."""
+    from transformers import AutoModelForSequenceClassification
+
     distil = make_tiny_model_dir(tmp_path / "distil", model_type="distilbert")
-    recipe = structured(tiny_recipe, "mlpruning").model_copy(update={"model": str(distil),
-                                                                      "output_dir": str(tmp_path / "d")})
-    with pytest.raises(ModelError) as err:
-        run(recipe, progress=False, log=lambda _: None)
-    assert "'distilbert'" in str(err.value) and "\n" not in str(err.value)
+    recipe = structured(tiny_recipe, method, target=0.5).model_copy(
+        update={"model": str(distil), "output_dir": str(tmp_path / method)})
+    report = run(recipe, progress=False, log=lambda _: None)
+    s = report["structured"]
+    assert 0.35 < s["remaining_fraction"] <= 0.5 + 1e-9
+    assert s["shrunk_encoder_weights"] == s["nonzero_encoder_weights"]
+    model, tokenizer, _ = load_pruned_model(report["model_dir"])
+    assert type(model).__name__ == "ShrunkModel" and model.config.base_model_type == "distilbert"
+    remote = AutoModelForSequenceClassification.from_pretrained(report["model_dir"], trust_remote_code=True).eval()
+    batch = tokenizer(["the movie was good", "a dull boring plot"], return_tensors="pt", padding=True)
+    batch.pop("token_type_ids", None)
+    with torch.no_grad():
+        assert (remote(**batch).logits - model.eval()(**batch).logits).abs().max() <= 1e-5
 
 
 def test_cli_target_flag_errors(tiny_model_dir, tiny_task, tmp_path):

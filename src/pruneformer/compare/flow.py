@@ -32,8 +32,10 @@ from ..core.patterns import parse_pattern
 from ..core.structure import check_compressible
 from ..core.targets import resolve_targets
 from ..errors import PruneformerError, RecipeError
+from ..families import family_for_type
 from ..methods.candidates import SPP, Candidate, parse_candidates
 from ..methods.registry import method_entry, sections
+from ..models.loading import read_model_type
 from ..runs.engine import STATE_FILE, RunState, claim_output_dir, prepare_data, quiet_library_progress, silent_log
 from ..runs.recipe import Recipe, build_recipe, recipe_to_yaml
 from ..runs.stages import RunOptions, Stage, run_stage
@@ -132,12 +134,13 @@ def dense_model_dir(dense_run: Path) -> Path:
 def model_size(model_dir: Path) -> dict[str, Any]:
     """Stored parameters, nonzero weights of the encoder's matrices, and the file size of a saved model."""
     file = model_dir / "model.safetensors"
+    layers = f".{family_for_type(read_model_type(model_dir)).layers_path}."
     stored, encoder, nonzero = 0, 0, 0
     with safe_open(str(file), framework="pt") as weights:
         for name in weights.keys():
             tensor = weights.get_tensor(name)
             stored += tensor.numel()
-            if "encoder.layer" in name and name.endswith("weight") and tensor.dim() == 2:
+            if layers in f".{name}" and name.endswith("weight") and tensor.dim() == 2:
                 encoder += tensor.numel()
                 nonzero += int(torch.count_nonzero(tensor))
     return {"stored_parameters": stored, "encoder_weights": encoder, "encoder_nonzero": nonzero,

@@ -11,9 +11,9 @@ Saving and loading live in :mod:`pruneformer.models.saved` (:func:`~pruneformer.
 """
 
 from .modeling_shrunk_bert import ShrunkBertConfig, ShrunkBertForSequenceClassification, count_encoder_parameters
-from .slicing import kept_encoder_weights, shrink_model
+from .slicing import kept_encoder_weights, kept_per_layer, shrink_model
 
 __all__ = [
     "ShrunkBertConfig", "ShrunkBertForSequenceClassification", "count_encoder_parameters", "kept_encoder_weights",
-    "shrink_model",
+    "kept_per_layer", "shrink_model",
 ]

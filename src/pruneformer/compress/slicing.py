@@ -30,29 +30,31 @@ from torch import nn
 from transformers.activations import ACT2FN
 
 from ..core.structure import LayerPlan, check_compressible
+from ..core.targets import all_targets, layer_stack, layer_stack_path
+from ..families import family_of
 from .modeling_shrunk_bert import ShrunkBertConfig, ShrunkBertForSequenceClassification
+from .swap import checked_indices, complement, shrink_by_swap
 
 #: config.json keys that belong to the dense model's class, not to its shape.
 _DROPPED_CONFIG_KEYS = ("model_type", "architectures", "auto_map", "transformers_version", "pruneformer")
-
-
-def _indices(kept: list[int] | None, size: int, what: str) -> list[int]:
-    if kept is None:
-        return list(range(size))
-    kept = sorted(int(i) for i in kept)
-    if len(set(kept)) != len(kept) or (kept and (kept[0] < 0 or kept[-1] >= size)):
-        raise ValueError(f"{what}: indices must be distinct and in [0, {size}), got {kept}")
-    return kept
 
 
 def _head_rows(heads: list[int], dims: list[int], head_dim: int) -> torch.Tensor:
     return torch.tensor([h * head_dim + d for h in heads for d in dims], dtype=torch.long)
 
 
+def shrink_model(model: nn.Module, plans: list[LayerPlan]) -> nn.Module:
+    """A new, smaller model holding the kept slices of ``model`` (which is left unchanged), cut the way its
+    family says (``Family.cut``): BERT into :mod:`.modeling_shrunk_bert`, the others by :mod:`.swap`."""
+    family = check_compressible(model)
+    if family.cut == "module-swap":
+        return shrink_by_swap(model, plans)
+    return shrink_bert(model, plans)
+
+
 @torch.no_grad()
-def shrink_model(model: nn.Module, plans: list[LayerPlan]) -> ShrunkBertForSequenceClassification:
-    """A new, smaller model holding the kept slices of ``model`` (which is left unchanged)."""
-    check_compressible(model)
+def shrink_bert(model: nn.Module, plans: list[LayerPlan]) -> ShrunkBertForSequenceClassification:
+    """:func:`shrink_model` for BERT: a :class:`ShrunkBertForSequenceClassification` (per-layer widths)."""
     config = model.config
     layers = model.bert.encoder.layer
     if len(plans) != len(layers):
@@ -65,12 +67,12 @@ def shrink_model(model: nn.Module, plans: list[LayerPlan]) -> ShrunkBertForSeque
                                                "layer_intermediate_size", "layer_attn_out_rows", "layer_ffn_out_rows")}
     state: dict[str, torch.Tensor] = {}
     for i, (plan, layer) in enumerate(zip(plans, layers)):
-        heads = _indices(plan.heads, heads_total, f"layer {i} heads")
-        qk = _indices(plan.qk_dims, head_dim, f"layer {i} qk_dims")
-        v = _indices(plan.v_dims, head_dim, f"layer {i} v_dims")
-        units = _indices(plan.ffn_units, config.intermediate_size, f"layer {i} ffn_units")
-        attn_rows = None if plan.attn_out_rows is None else _indices(plan.attn_out_rows, hidden, f"layer {i} attn_out_rows")
-        ffn_rows = None if plan.ffn_out_rows is None else _indices(plan.ffn_out_rows, hidden, f"layer {i} ffn_out_rows")
+        heads = checked_indices(plan.heads, heads_total, f"layer {i} heads")
+        qk = checked_indices(plan.qk_dims, head_dim, f"layer {i} qk_dims")
+        v = checked_indices(plan.v_dims, head_dim, f"layer {i} v_dims")
+        units = checked_indices(plan.ffn_units, config.intermediate_size, f"layer {i} ffn_units")
+        attn_rows = None if plan.attn_out_rows is None else checked_indices(plan.attn_out_rows, hidden, f"layer {i} attn_out_rows")
+        ffn_rows = None if plan.ffn_out_rows is None else checked_indices(plan.ffn_out_rows, hidden, f"layer {i} ffn_out_rows")
         if not heads:
             qk, v = [], []
         for name, value in (("layer_num_heads", len(heads)), ("layer_qk_head_dim", len(qk)),
@@ -84,14 +86,14 @@ def shrink_model(model: nn.Module, plans: list[LayerPlan]) -> ShrunkBertForSeque
         for name, module, rows in (("query", attn.query, qk_rows), ("key", attn.key, qk_rows), ("value", attn.value, v_rows)):
             state[p + f"attention.self.{name}.weight"] = module.weight[rows].clone()
             state[p + f"attention.self.{name}.bias"] = module.bias[rows].clone()
-        removed_v = _complement(v_rows, hidden)
+        removed_v = complement(v_rows, hidden)
         o_bias = out.dense.bias + out.dense.weight[:, removed_v] @ attn.value.bias[removed_v]
         _put_output(state, p + "attention.output.", out.dense.weight[:, v_rows], o_bias, attn_rows)
         _copy_layer_norm(state, p + "attention.output.LayerNorm.", out.LayerNorm)
 
         ffn_in, ffn_out = layer.intermediate.dense, layer.output.dense
         units_t = torch.tensor(units, dtype=torch.long)
-        removed_u = _complement(units_t, config.intermediate_size)
+        removed_u = complement(units_t, config.intermediate_size)
         state[p + "intermediate.dense.weight"] = ffn_in.weight[units_t].clone()
         state[p + "intermediate.dense.bias"] = ffn_in.bias[units_t].clone()
         f_bias = ffn_out.bias + ffn_out.weight[:, removed_u] @ act(ffn_in.bias[removed_u])
@@ -111,12 +113,6 @@ def shrink_model(model: nn.Module, plans: list[LayerPlan]) -> ShrunkBertForSeque
     return shrunk.to(next(model.parameters()).device).train(model.training)
 
 
-def _complement(kept: torch.Tensor, size: int) -> torch.Tensor:
-    keep = torch.zeros(size, dtype=torch.bool)
-    keep[kept] = True
-    return (~keep).nonzero().flatten()
-
-
 def _put_output(state: dict[str, torch.Tensor], prefix: str, weight: torch.Tensor, bias: torch.Tensor,
                 rows: list[int] | None) -> None:
     """The output Linear: all rows with their bias, or the kept rows with a separate full-size bias."""
@@ -134,6 +130,25 @@ def _copy_layer_norm(state: dict[str, torch.Tensor], prefix: str, norm: nn.Layer
 
 
 def kept_encoder_weights(model: nn.Module) -> int:
-    """Weights of the encoder Linears of a dense BERT or a shrunk model (no biases)."""
-    return sum(m.weight.numel() for name, m in model.named_modules()
-               if isinstance(m, nn.Linear) and ".encoder.layer." in f".{name}")
+    """Weights of the transformer layers' Linears (no biases) of a dense, masked or shrunk model of any family."""
+    stack = layer_stack(model)
+    return sum(m.weight.numel() for m in stack.modules() if isinstance(m, nn.Linear))
+
+
+def kept_per_layer(model: nn.Module) -> list[dict[str, int]]:
+    """Per layer of a shrunk model (either kind): kept heads, FFN units and output rows of both output Linears."""
+    family, config = family_of(model), model.config
+    found: dict[int, dict[str, nn.Module]] = {}
+    for target in all_targets(model):
+        found.setdefault(target.layer, {})[target.role] = target.module
+    layers = []
+    for i, roles in sorted(found.items()):
+        if isinstance(config, ShrunkBertConfig):
+            heads = config.layer_num_heads[i]
+        else:
+            attention = f"{layer_stack_path(model)}.{i}.{family.attention_path}"
+            width = config.attributes.get(attention, {}).get(family.head_size_attribute)
+            heads = roles["query"].out_features // width if width else 0
+        layers.append({"layer": i, "heads": heads, "ffn_units": roles["ffn_in"].out_features,
+                       "attn_out_rows": roles["attn_out"].out_features, "ffn_out_rows": roles["ffn_out"].out_features})
+    return layers

@@ -7,7 +7,7 @@ Methods decide what to keep, ``compress/`` cuts it; neither imports the other, b
   from a structured method (MLPruning, the L1 baseline) to :func:`compress.shrink_model`;
 * :class:`PairedLayer` and :data:`GROUPS`: the paired inner dimensions of a layer, query-key (``qk``),
   value-output (``vo``) and FFN in-out (``ffn``), which SPP masks and :mod:`compress.paired` removes;
-* :data:`COMPRESSIBLE_MODEL_TYPES` / :func:`check_compressible`: the architectures that can be physically cut;
+* :func:`check_compressible`: whether a model's family can be physically cut (``Family.cut``);
 * :class:`ShrinkSchedule`: how a structured method spends its budget around the physical cut.
 """
 
@@ -19,14 +19,13 @@ from typing import Literal
 from torch import nn
 
 from ..errors import ModelError, RecipeError
+from ..families import Family, family_of
 from .targets import Target
 
 #: The paired inner dimensions of a transformer layer: query-key, value-output and FFN in-out.
 GROUPS = ("qk", "vo", "ffn")
 #: Per-head masks ([heads, head_dim]) or one vector per layer shared by all heads ([head_dim]).
 Granularity = Literal["head", "shared"]
-#: Model types whose layers, embeddings and classifier have BERT's exact layout (what slicing can cut).
-COMPRESSIBLE_MODEL_TYPES = ("bert",)
 #: The six Linears of one layer that the paired groups span.
 PAIRED_ROLES = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
 
@@ -66,14 +65,14 @@ class ShrinkSchedule:
     attention_distill: bool = False
 
 
-def check_compressible(model: nn.Module) -> None:
-    """Raise :class:`ModelError` unless ``model`` is a BERT classifier that slicing can cut."""
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type not in COMPRESSIBLE_MODEL_TYPES or not hasattr(model, "bert"):
-        raise ModelError(
-            f"Physical compression supports BERT classifiers only, not model type '{model_type}'.",
-            "use a BERT-architecture model (e.g. the embedded MiniLM) or prune with masks only",
-        )
+def check_compressible(model: nn.Module) -> Family:
+    """The model's family, if it can be physically cut; a one-line :class:`ModelError` saying why not."""
+    family = family_of(model)
+    family.check_cut()
+    if family.cut == "shrunk-bert" and not hasattr(model, "bert"):
+        raise ModelError(f"Physical compression of {family.name} needs a task model with a .bert encoder "
+                         f"({type(model).__name__} has none).", "load it with AutoModelForSequenceClassification")
+    return family
 
 
 @dataclass(frozen=True)
@@ -109,11 +108,7 @@ class PairedLayer:
 
 
 def num_heads_of(model: nn.Module) -> int:
-    config = model.config
-    heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_heads", None)
-    if not heads:
-        raise RecipeError(f"{type(model).__name__} has no head count in its config.", "use a BERT-family model")
-    return int(heads)
+    return family_of(model).num_heads(model.config)
 
 
 def paired_layers(model: nn.Module, targets: list[Target]) -> list[PairedLayer]:

@@ -1,8 +1,8 @@
 """Which Linear layers are pruned, per architecture.
 
-This is the only module that knows model layouts. It maps each supported architecture to where its
-transformer layers live and what each Linear inside a layer does (query, key, value, attention output,
-FFN in, FFN out), so methods can work on a flat list of :class:`Target` and never look at module names.
+The layouts themselves belong to the model families (``pruneformer.families``: where a family's layers live and
+what each Linear inside a layer does: query, key, value, attention output, FFN gate, in, out); this module
+turns a model into a flat list of :class:`Target`, so methods never look at module names.
 Embeddings, the pooler and the classifier (or a decoder's LM head) are never targets: pruning them costs
 accuracy and they are a small share of the compute.
 
@@ -22,72 +22,21 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from ..errors import ModelError, RecipeError
-
-
-@dataclass(frozen=True)
-class LayerLayout:
-    """Where the stack of transformer layers is, and the role of each Linear inside one layer."""
-
-    layers_path: str
-    roles: dict[str, str]  # role -> module path relative to one layer
-
-
-_BERT_ROLES = {
-    "query": "attention.self.query",
-    "key": "attention.self.key",
-    "value": "attention.self.value",
-    "attn_out": "attention.output.dense",
-    "ffn_in": "intermediate.dense",
-    "ffn_out": "output.dense",
-}
-_DISTILBERT_ROLES = {
-    "query": "attention.q_lin",
-    "key": "attention.k_lin",
-    "value": "attention.v_lin",
-    "attn_out": "attention.out_lin",
-    "ffn_in": "ffn.lin1",
-    "ffn_out": "ffn.lin2",
-}
-
-_LLAMA_ROLES = {
-    "query": "self_attn.q_proj",
-    "key": "self_attn.k_proj",
-    "value": "self_attn.v_proj",
-    "attn_out": "self_attn.o_proj",
-    "ffn_gate": "mlp.gate_proj",
-    "ffn_in": "mlp.up_proj",
-    "ffn_out": "mlp.down_proj",
-}
-_GPT2_ROLES = {  # Conv1D modules; c_attn is Q, K and V fused into one weight
-    "qkv": "attn.c_attn",
-    "attn_out": "attn.c_proj",
-    "ffn_in": "mlp.c_fc",
-    "ffn_out": "mlp.c_proj",
-}
-
-#: model_type -> layout. BERT-like encoders share one layout.
-LAYOUTS: dict[str, LayerLayout] = {
-    **{
-        name: LayerLayout("encoder.layer", _BERT_ROLES)
-        for name in ("bert", "roberta", "xlm-roberta", "camembert", "electra", "ernie")
-    },
-    "distilbert": LayerLayout("transformer.layer", _DISTILBERT_ROLES),
-    "shrunk-bert": LayerLayout("encoder.layer", _BERT_ROLES),  # physically pruned BERT (compress/)
-    "llama": LayerLayout("layers", _LLAMA_ROLES),
-    "gpt2": LayerLayout("h", _GPT2_ROLES),
-}
+from ..families import Family, families, family_of
+from ..families.bert import BERT_ROLES
 
 #: The encoder roles (BERT family), in layer order.
-ROLES = tuple(_BERT_ROLES)
-#: Every role any layout uses (decoders add ``ffn_gate`` and GPT-2's fused ``qkv``).
-ALL_ROLES = tuple(dict.fromkeys(role for layout in LAYOUTS.values() for role in layout.roles))
-#: Decoder-only causal LMs: the architectures one-shot calibration (Wanda, SparseGPT) and perplexity target.
-CAUSAL_LM_TYPES = ("llama", "gpt2")
+ROLES = tuple(BERT_ROLES)
 
 
-def supported_model_types() -> set[str]:
-    """Architectures whose layers :func:`resolve_targets` can find."""
-    return set(LAYOUTS)
+def all_roles() -> tuple[str, ...]:
+    """Every role a registered family uses (decoders add ``ffn_gate``, GPT-2 its fused ``qkv``)."""
+    return tuple(dict.fromkeys(role for family in families() for role in family.roles))
+
+
+def causal_lm_types() -> tuple[str, ...]:
+    """Decoder-only causal LMs: the architectures one-shot calibration (Wanda, SparseGPT) and perplexity target."""
+    return tuple(t for family in families() if family.causal_lm for t in family.model_types)
 
 
 @dataclass(frozen=True)
@@ -124,17 +73,7 @@ class Target:
         return tuple(self.linear_weight.shape)  # type: ignore[return-value]
 
 
-def _layout_for(model: nn.Module) -> LayerLayout:
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type not in LAYOUTS:
-        raise ModelError(
-            f"Model type '{model_type}' has no known layer layout.",
-            f"use one of: {', '.join(sorted(LAYOUTS))}",
-        )
-    return LAYOUTS[model_type]
-
-
-def _find_layers(model: nn.Module, layout: LayerLayout) -> tuple[str, nn.ModuleList]:
+def _find_layers(model: nn.Module, layout: Family) -> tuple[str, nn.ModuleList]:
     """Find the layer stack under the task model (e.g. ``bert.encoder.layer``)."""
     for name, module in model.named_modules():
         if (name == layout.layers_path or name.endswith("." + layout.layers_path)) and isinstance(
@@ -147,14 +86,19 @@ def _find_layers(model: nn.Module, layout: LayerLayout) -> tuple[str, nn.ModuleL
     )
 
 
+def layer_stack_path(model: nn.Module) -> str:
+    """The qualified name of the model's layer stack, e.g. ``roberta.encoder.layer``."""
+    return _find_layers(model, family_of(model))[0]
+
+
 def layer_stack(model: nn.Module) -> nn.ModuleList:
     """The model's stack of transformer layers (what :attr:`Target.layer` indexes), e.g. ``model.layers``."""
-    return _find_layers(model, _layout_for(model))[1]
+    return _find_layers(model, family_of(model))[1]
 
 
 def all_targets(model: nn.Module) -> list[Target]:
     """Every Linear of every transformer layer, in layer then role order."""
-    layout = _layout_for(model)
+    layout = family_of(model)
     prefix, layers = _find_layers(model, layout)
     found: list[Target] = []
     for index, layer in enumerate(layers):
@@ -168,7 +112,7 @@ def all_targets(model: nn.Module) -> list[Target]:
 
 def _matches(target: Target, pattern: str) -> bool:
     """A pattern is a role name (``query``, ``ffn_in``...) or a regular expression on the layer name."""
-    if pattern in ALL_ROLES:
+    if pattern in all_roles():
         return target.role == pattern
     try:
         return re.search(pattern, target.name) is not None

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..core.structure import LayerPlan, ShrinkSchedule, check_compressible
 from ..core.targets import Target
+from ..families import family_of
 from .mlpruning import aligned_count, kept_indices
 from .shrinking import ShrinkingMethod
 
@@ -56,19 +57,24 @@ class L1StructuredPruner(ShrinkingMethod):
         self.target_fraction = float(target)
         self.final_masks: dict[str, torch.Tensor] = {}
         self.importance: dict[str, torch.Tensor] = {}
+        self.groups = 1  # query heads per key-value head (set by attach)
 
     @torch.no_grad()
     def attach(self, model: nn.Module, targets: list[Target]) -> None:  # type: ignore[override]
         self.model, self.targets = model, list(targets)
-        heads = model.config.num_attention_heads
-        head_dim = model.config.hidden_size // heads
+        # heads by key-value group (grouped-query attention); a gated FFN's gate rows count with its units
+        family = family_of(model)
+        groups = family.num_kv_heads(model.config)
+        self.groups = family.num_heads(model.config) // groups
         by_layer: dict[int, dict[str, torch.Tensor]] = {}
         for t in self.targets:
             by_layer.setdefault(t.layer, {})[t.role] = t.module.weight.abs()
         for layer, w in sorted(by_layer.items()):
-            rows = w["query"].sum(1) + w["key"].sum(1) + w["value"].sum(1) + w["attn_out"].sum(0)
-            self.importance[f"layer{layer}.heads"] = rows.view(heads, head_dim).sum(1)
-            self.importance[f"layer{layer}.ffn_units"] = w["ffn_in"].sum(1) + w["ffn_out"].sum(0)
+            heads = (w["query"].sum(1).view(groups, -1).sum(1) + w["key"].sum(1).view(groups, -1).sum(1)
+                     + w["value"].sum(1).view(groups, -1).sum(1) + w["attn_out"].sum(0).view(groups, -1).sum(1))
+            self.importance[f"layer{layer}.heads"] = heads
+            self.importance[f"layer{layer}.ffn_units"] = (w["ffn_in"].sum(1) + w["ffn_out"].sum(0)
+                                                          + (w["ffn_gate"].sum(1) if "ffn_gate" in w else 0))
 
     @torch.no_grad()
     def finalize(self) -> dict[str, torch.Tensor]:
@@ -82,14 +88,14 @@ class L1StructuredPruner(ShrinkingMethod):
             if kind == "ffn_units" and self.align > 1:
                 parts = aligned_masks({k: self.importance[k] for k in keys}, parts, self.align, budget)
             self.final_masks.update(parts)
-        heads = self.model.config.num_attention_heads
-        head_dim = self.model.config.hidden_size // heads
         masks = {}
         for t in self.targets:
-            head = self.final_masks[f"layer{t.layer}.heads"].repeat_interleave(head_dim)
+            heads = self.final_masks[f"layer{t.layer}.heads"]
+            width = (t.shape[1] if t.role == "attn_out" else t.shape[0]) // heads.numel()
+            head = heads.repeat_interleave(width)
             units = self.final_masks[f"layer{t.layer}.ffn_units"]
             unit = head if t.role in ("query", "key", "value", "attn_out") else units
-            along_rows = t.role in ("query", "key", "value", "ffn_in")
+            along_rows = t.role in ("query", "key", "value", "ffn_in", "ffn_gate")
             mask = (unit[:, None] if along_rows else unit[None, :]).expand(t.shape).clone()
             t.module.weight.mul_(mask)
             masks[t.name] = mask
@@ -97,7 +103,11 @@ class L1StructuredPruner(ShrinkingMethod):
 
     def layer_plans(self, num_layers: int, round_to: int | None = None) -> list[LayerPlan]:
         """What each layer keeps, for :func:`compress.shrink_model` (after ``finalize``)."""
-        return [LayerPlan(heads=kept_indices(self.final_masks[f"layer{l}.heads"], self.importance[f"layer{l}.heads"], None),
+        def heads(layer: int) -> list[int] | None:
+            kept = kept_indices(self.final_masks[f"layer{layer}.heads"], self.importance[f"layer{layer}.heads"], None)
+            return None if kept is None else [g * self.groups + j for g in kept for j in range(self.groups)]
+
+        return [LayerPlan(heads=heads(l),
                           ffn_units=kept_indices(self.final_masks[f"layer{l}.ffn_units"],
                                                  self.importance[f"layer{l}.ffn_units"], round_to))
                 for l in range(num_layers)]

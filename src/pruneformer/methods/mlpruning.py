@@ -39,6 +39,7 @@ from torch.nn.utils import parametrize
 from ..core.structure import LayerPlan, ShrinkSchedule, check_compressible
 from ..core.targets import Target
 from ..errors import PatternError
+from ..families import family_of
 from .mlpruning_config import fit_threshold_budget
 from .shrinking import ShrinkingMethod
 
@@ -185,6 +186,7 @@ class MLPruner(ShrinkingMethod):
         self.history: list[dict[str, Any]] = []
         self.target_fraction = float(target)
         self.level = level
+        self.groups = 1  # query heads per key-value head (set by attach)
         self.block_size = int(block_size)
         self.threshold_init = float(threshold_init)
         self.score_lr = float(score_lr)
@@ -208,15 +210,19 @@ class MLPruner(ShrinkingMethod):
         if self.level == "block":
             check_block_size(self.targets, self.block_size)
         else:
-            heads = model.config.num_attention_heads
-            head_dim = model.config.hidden_size // heads
+            # heads are cut by key-value group (grouped-query attention: a KV head and the query heads
+            # that read it go together); a gated FFN's gate rows go with its up rows
+            family = family_of(model)
+            heads = family.num_kv_heads(model.config)
+            self.groups = family.num_heads(model.config) // heads
+            query = next(t for t in self.targets if t.role == "query")
+            head_dim = query.shape[0] // (heads * self.groups)
             roles_by_layer: dict[int, set[str]] = {}
             for t in self.targets:
                 roles_by_layer.setdefault(t.layer, set()).add(t.role)
-            missing = [l for l, roles in roles_by_layer.items()
-                       if roles != {"query", "key", "value", "attn_out", "ffn_in", "ffn_out"}]
+            missing = [l for l, roles in roles_by_layer.items() if roles != set(family.roles)]
             if missing:
-                raise ValueError(f"head/row pruning needs all six Linears of layer {missing[0]}")
+                raise ValueError(f"head/row pruning needs all {len(family.roles)} Linears of layer {missing[0]}")
         for t in self.targets:
             device, (rows, cols) = t.module.weight.device, t.shape
             if self.level == "block":
@@ -225,14 +231,15 @@ class MLPruner(ShrinkingMethod):
             else:
                 layer = f"layer{t.layer}"
                 head = Factor(f"{layer}.heads", "rows", head_dim)
+                query_heads = Factor(head.group, "rows", head_dim * self.groups)
                 units = Factor(f"{layer}.ffn_units", "rows")
                 factors = {
-                    "query": [head], "key": [head], "value": [head],
-                    "attn_out": [Factor(f"{layer}.attn_out_rows", "rows"), Factor(head.group, "cols", head_dim)],
-                    "ffn_in": [units],
+                    "query": [query_heads], "key": [head], "value": [head],
+                    "attn_out": [Factor(f"{layer}.attn_out_rows", "rows"), Factor(head.group, "cols", head_dim * self.groups)],
+                    "ffn_in": [units], "ffn_gate": [units],
                     "ffn_out": [Factor(f"{layer}.ffn_out_rows", "rows"), Factor(units.group, "cols")],
                 }[t.role]
-                sizes = {"query": heads, "attn_out": rows, "ffn_in": rows, "ffn_out": rows}
+                sizes = {"query": heads, "attn_out": rows, "ffn_in": rows, "ffn_gate": rows, "ffn_out": rows}
                 self._add_group(factors[0].group, (sizes.get(t.role, heads),), device)
             self.factors[t.name] = factors
             if not parametrize.is_parametrized(t.module, "weight"):
@@ -355,7 +362,9 @@ class MLPruner(ShrinkingMethod):
         for layer in range(num_layers):
             def kept(kind: str, multiple: int | None) -> list[int] | None:
                 return kept_indices(self.final_masks[f"layer{layer}.{kind}"], self.scores[f"layer{layer}.{kind}"], multiple)
-            plans.append(LayerPlan(heads=kept("heads", None), ffn_units=kept("ffn_units", round_to),
+            groups = kept("heads", None)
+            heads = None if groups is None else [g * self.groups + j for g in groups for j in range(self.groups)]
+            plans.append(LayerPlan(heads=heads, ffn_units=kept("ffn_units", round_to),
                                    attn_out_rows=kept("attn_out_rows", round_to),
                                    ffn_out_rows=kept("ffn_out_rows", round_to)))
         return plans

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.targets import CAUSAL_LM_TYPES
+from ..core.targets import causal_lm_types
 from ..errors import DataError, ModelError
 from .loading import resolve_model_path, weight_loading_kwargs
 
@@ -61,9 +61,9 @@ def _model_source(model: str | Path) -> tuple[Path, str | None]:
         model_type = str(json.loads((path / "config.json").read_text()).get("model_type", ""))
     except (OSError, json.JSONDecodeError) as exc:
         raise ModelError(f"Cannot read {path / 'config.json'}: {exc}.", "re-save the model") from exc
-    if model_type not in CAUSAL_LM_TYPES:
+    if model_type not in causal_lm_types():
         raise ModelError(f"Model type '{model_type or 'unknown'}' in {path} is not a supported decoder LM.",
-                         f"oneshot prunes {' or '.join(CAUSAL_LM_TYPES)} causal LMs; for an encoder classifier use "
+                         f"oneshot prunes {', '.join(causal_lm_types())} causal LMs; for an encoder classifier use "
                          "`pruneformer prune --method alps` (or sparsegpt, wanda, alps-retrain), calibrated on its task")
     return path, None
 
@@ -85,9 +85,9 @@ def load_causal_lm(model: str | Path, trust_pickle: bool = False) -> tuple[nn.Mo
     except (OSError, ValueError, KeyError) as exc:
         raise ModelError(f"Cannot load a causal LM from {directory}: {str(exc).splitlines()[0]}",
                          "check the directory holds config.json, safetensors weights and tokenizer files") from exc
-    if net.config.model_type not in CAUSAL_LM_TYPES:
+    if net.config.model_type not in causal_lm_types():
         raise ModelError(f"Model type '{net.config.model_type}' is not a supported decoder LM.",
-                         f"use a {' or '.join(CAUSAL_LM_TYPES)} model")
+                         f"use a {', '.join(causal_lm_types())} model")
     # The GGUF weights are de-quantised on load: what we prune and save is a plain float32 model.
     if getattr(net.config, "quantization_config", None) is not None:
         del net.config.quantization_config

@@ -75,15 +75,21 @@ def resolve_model_path(model: str | Path) -> Path:
     return path
 
 
+#: ``compress.modeling_shrunk``'s model type (a model of any family with smaller layers).
+SHRUNK_MODEL_TYPE = "pruneformer-shrunk"
+
+
 def read_model_type(path: Path) -> str:
     """The ``model_type`` of a local config, checked against the architectures we can target."""
-    from ..core.targets import supported_model_types
+    from ..families import supported_model_types
 
     try:
         config = json.loads((path / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ModelError(f"Cannot read {path / 'config.json'}: {exc}.", "re-save the model") from exc
     model_type = str(config.get("model_type", ""))
+    if model_type == SHRUNK_MODEL_TYPE:  # cut from a family: its family decides
+        model_type = str(config.get("base_config", {}).get("model_type", ""))
     if model_type not in supported_model_types():
         raise ModelError(
             f"Model type '{model_type or 'unknown'}' in {path} is not a supported transformer.",

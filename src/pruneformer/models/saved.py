@@ -25,7 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..compress import modeling_shrunk_bert
+from ..compress import modeling_shrunk, modeling_shrunk_bert
+from ..compress.modeling_shrunk import ShrunkConfig, ShrunkModel
 from ..compress.modeling_shrunk_bert import ShrunkBertConfig, ShrunkBertForSequenceClassification, ShrunkBertModel
 from ..errors import CheckpointError, ModelError
 from ..version import __version__
@@ -40,16 +41,26 @@ AUTO_MAP = {
 }
 
 
+#: The auto classes a generic shrunk model (``compress.modeling_shrunk``) is registered with.
+SHRUNK_TASKS = ("AutoModel", "AutoModelForSequenceClassification", "AutoModelForImageClassification",
+                "AutoModelForCausalLM")
+
+
 def register_auto_classes() -> None:
-    """Let ``AutoConfig`` / ``AutoModel*`` resolve ``shrunk-bert`` to pruneformer's copy of the classes."""
+    """Let ``AutoConfig`` / ``AutoModel*`` resolve ``shrunk-bert`` and ``pruneformer-shrunk`` to pruneformer's
+    copy of the classes."""
+    import transformers
     from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
     AutoConfig.register(ShrunkBertConfig.model_type, ShrunkBertConfig, exist_ok=True)
     AutoModel.register(ShrunkBertConfig, ShrunkBertModel, exist_ok=True)
     AutoModelForSequenceClassification.register(ShrunkBertConfig, ShrunkBertForSequenceClassification, exist_ok=True)
+    AutoConfig.register(ShrunkConfig.model_type, ShrunkConfig, exist_ok=True)
+    for task in SHRUNK_TASKS:
+        getattr(transformers, task).register(ShrunkConfig, ShrunkModel, exist_ok=True)
 
 
-register_auto_classes()  # physically shrunk models ('shrunk-bert') load with pruneformer's own classes
+register_auto_classes()  # physically shrunk models load with pruneformer's own classes
 
 
 def save_pruned_model(model: nn.Module, tokenizer: Any, directory: str | Path, info: dict[str, Any]) -> Path:
@@ -66,12 +77,18 @@ def save_pruned_model(model: nn.Module, tokenizer: Any, directory: str | Path, i
 
 
 def save_shrunk_model(model: nn.Module, tokenizer: Any, directory: str | Path, info: dict[str, Any]) -> Path:
-    """Save a :class:`ShrunkBertForSequenceClassification` with its modeling file and pruning record."""
-    if not isinstance(model.config, ShrunkBertConfig):
-        raise TypeError("save_shrunk_model expects a shrunk model (see compress.slicing.shrink_model)")
-    model.config.auto_map = dict(AUTO_MAP)
+    """Save a shrunk model (``compress.shrink_model``'s) with its modeling file and pruning record."""
+    if isinstance(model.config, ShrunkBertConfig):
+        model.config.auto_map = dict(AUTO_MAP)
+        source = modeling_shrunk_bert.__file__
+    elif isinstance(model.config, ShrunkConfig):
+        name = Path(modeling_shrunk.__file__).stem
+        model.config.auto_map = {"AutoConfig": f"{name}.ShrunkConfig", model.config.task: f"{name}.ShrunkModel"}
+        source = modeling_shrunk.__file__
+    else:
+        raise TypeError("save_shrunk_model expects a shrunk model (see compress.shrink_model)")
     directory = save_pruned_model(model, tokenizer, directory, info)
-    shutil.copyfile(modeling_shrunk_bert.__file__, directory / MODELING_FILE)
+    shutil.copyfile(source, directory / Path(source).name)
     return directory
 
 

@@ -71,7 +71,8 @@ class DenseConfig(Settings):
 class PruneConfig(Settings):
     """The pruning schedule after the dense fine-tune."""
 
-    method: str = Field("srste", description="a registered method name (pruneformer.methods.registry.method_names())")
+    method: str = Field("alps-retrain", description="a registered method name (pruneformer.methods.registry.method_names()); "
+                        "default: ALPS one-shot then masked retraining, the N:M winner of the standard benchmark")
     pattern: PatternSpec = "2:4"
     epochs: float = Field(2.0, ge=0, description="total epochs of the retraining phases")
     lr: float = Field(5e-5, gt=0, lt=1)

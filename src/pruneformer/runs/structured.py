@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..compress import kept_encoder_weights, shrink_model
+from ..compress import kept_encoder_weights, kept_per_layer, shrink_model
 from ..core.sparsity import layer_sparsity
 from ..core.targets import resolve_targets
 from ..errors import PruneformerError
@@ -175,11 +175,7 @@ def run_structured(run: Run, dense_scores: dict[str, dict[str, float]], shrinker
     model_dir = save(shrunk, out / "model", {
         "method": method_name, "pattern": None, "target": m.target, "remaining_fraction": remaining,
         "task": task.to_dict(), "seed": recipe.seed, "structure": structure})
-    config = shrunk.config
-    per_layer = [{"layer": i, "heads": config.layer_num_heads[i], "ffn_units": config.layer_intermediate_size[i],
-                  "attn_out_rows": len(config.layer_attn_out_rows[i] or range(config.hidden_size)),
-                  "ffn_out_rows": len(config.layer_ffn_out_rows[i] or range(config.hidden_size))}
-                 for i in range(config.num_hidden_layers)]
+    per_layer = kept_per_layer(shrunk)
     rows = layer_sparsity([t for t in shrunk_targets if t.module.weight.numel()], None)  # removed blocks: no row
     summary = {"target": m.target, "remaining_fraction": remaining, "dense_encoder_weights": dense_weights,
                "shrunk_encoder_weights": kept_encoder_weights(shrunk), "nonzero_encoder_weights": nonzero,

@@ -1,0 +1,108 @@
+"""Physical shrinking of every family pruneformer cuts: the shrunk model computes what the masked model
+computes, saves, and reloads with plain transformers (``trust_remote_code``) to the same logits."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import transformers
+from family_fixtures import BUILDERS, family_batch, tiny_family_model
+
+from pruneformer.compress import kept_encoder_weights, shrink_model
+from pruneformer.core.structure import check_compressible
+from pruneformer.core.targets import resolve_targets
+from pruneformer.errors import ModelError
+from pruneformer.families import family_of
+from pruneformer.methods.l1_structured import L1StructuredPruner
+from pruneformer.methods.mlpruning import MLPruner
+from pruneformer.models.saved import save_shrunk_model
+
+FAMILIES = sorted(BUILDERS)
+AUTO = {"text": "AutoModelForSequenceClassification", "image": "AutoModelForImageClassification"}
+
+
+def masked_and_plans(name: str, method: str, target: float):
+    """The model with a structured method's final masks applied, and the plans that cut it."""
+    model = tiny_family_model(name)
+    pruner = L1StructuredPruner(target=target) if method == "l1" else MLPruner(target=target)
+    pruner.attach(model, resolve_targets(model))
+    if method == "mlpruning":  # scores as if trained: a random ranking, so finalize cuts unevenly
+        with torch.no_grad():
+            for score in pruner.scores.values():
+                score.normal_()
+    pruner.finalize()
+    return model, pruner.layer_plans(model.config.num_hidden_layers), pruner
+
+
+def logits(model, batch):
+    with torch.no_grad():
+        return model(**batch).logits
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("method", ["l1", "mlpruning"])
+def test_shrunk_equals_masked_and_reloads(name, method, tmp_path):
+    masked, plans, _ = masked_and_plans(name, method, 0.5)
+    batch = family_batch(name)
+    dense = logits(tiny_family_model(name), batch)
+    shrunk = shrink_model(masked, plans).eval()
+    expected = logits(masked, batch)
+    assert (expected - dense).abs().max() > 1e-4  # the masks change the model (10x the tolerance below)
+    assert (logits(shrunk, batch) - expected).abs().max() <= 1e-5
+    assert kept_encoder_weights(shrunk) < 0.75 * kept_encoder_weights(tiny_family_model(name))
+    save_shrunk_model(shrunk, None, tmp_path, {"method": method})
+    auto = getattr(transformers, AUTO[BUILDERS[name][1]])
+    reloaded = auto.from_pretrained(tmp_path, trust_remote_code=True).eval()
+    assert (logits(reloaded, batch) - expected).abs().max() <= 1e-5
+
+
+def test_gqa_heads_are_cut_by_key_value_group():
+    masked, plans, pruner = masked_and_plans("llama", "l1", 0.5)
+    assert pruner.groups == 2
+    for plan in plans:  # whole groups: heads (0, 1) read KV head 0, heads (2, 3) KV head 1
+        assert plan.heads in ([0, 1], [2, 3], [0, 1, 2, 3], [])
+    shrunk = shrink_model(masked, plans)
+    kept = [p for p in plans if p.heads == [0, 1] or p.heads == [2, 3]]
+    assert kept, "the half budget cuts a group somewhere"
+    layer = next(i for i, p in enumerate(plans) if p in kept)
+    attention = shrunk.inner.model.layers[layer].self_attn
+    assert attention.k_proj.out_features == 16 and attention.q_proj.out_features == 32
+    assert attention.num_key_value_groups == 2
+
+
+def test_a_layer_with_no_head_or_unit_left_is_its_bias():
+    from pruneformer.core.structure import LayerPlan
+
+    for name in ("roberta", "qwen2", "dinov2"):
+        model = tiny_family_model(name)
+        with torch.no_grad():  # what the masks do: every head and unit of layer 1 contributes nothing
+            layer = family_of(model)
+            stack = dict(model.named_modules())
+            prefix = next(n for n in stack if n.endswith(layer.layers_path))
+            for role in ("query", "key", "value", "ffn_in", "ffn_gate"):
+                if role in layer.roles:
+                    module = stack[f"{prefix}.1.{layer.roles[role]}"]
+                    module.weight.zero_()
+                    if module.bias is not None:
+                        module.bias.zero_()
+        batch = family_batch(name)
+        shrunk = shrink_model(model, [LayerPlan(), LayerPlan(heads=[], ffn_units=[])])
+        assert (logits(shrunk, batch) - logits(model, batch)).abs().max() <= 1e-5
+
+
+def test_families_that_cannot_be_cut_refuse_in_one_line():
+    gpt2 = transformers.GPT2ForSequenceClassification(transformers.GPT2Config(n_embd=64, n_layer=1, n_head=4,
+                                                                              vocab_size=50, pad_token_id=0))
+    with pytest.raises(ModelError) as err:
+        check_compressible(gpt2)
+    assert "gpt2" in str(err.value) and "c_attn" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_rotary_families_refuse_single_query_key_dimensions():
+    from pruneformer.core.structure import LayerPlan
+
+    model = tiny_family_model("llama")
+    with pytest.raises(ValueError, match="pairs"):
+        shrink_model(copy.deepcopy(model), [LayerPlan(qk_dims=list(range(8))), LayerPlan()])
