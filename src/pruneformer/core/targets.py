@@ -103,11 +103,28 @@ def all_targets(model: nn.Module) -> list[Target]:
     found: list[Target] = []
     for index, layer in enumerate(layers):
         for role, rel in layout.roles.items():
-            module = layer.get_submodule(rel)
+            try:
+                module = layer.get_submodule(rel)
+            except AttributeError:
+                if _in_empty_block(layer, rel):
+                    continue  # a shrunk layer whose attention has no head left: nothing to prune there
+                raise
             if not isinstance(module, (nn.Linear, Conv1D)):
                 raise ModelError(f"{prefix}.{index}.{rel} is not a Linear layer.", "report this model")
             found.append(Target(f"{prefix}.{index}.{rel}", module, role, index))
     return found
+
+
+def _in_empty_block(layer: nn.Module, path: str) -> bool:
+    """Whether ``path`` lies under a block that a physical cut removed entirely (``empty_block``)."""
+    parts = path.split(".")
+    for i in range(1, len(parts)):
+        try:
+            if getattr(layer.get_submodule(".".join(parts[:i])), "empty_block", False):
+                return True
+        except AttributeError:
+            return False
+    return False
 
 
 def _matches(target: Target, pattern: str) -> bool:

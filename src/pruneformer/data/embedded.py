@@ -32,7 +32,8 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "pruneformer"
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, read in 1 MiB chunks (archives and model files are checked before use)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -142,14 +143,14 @@ def ensure_vader_snippets(cache_dir: str | Path | None = None) -> Path:
     snippets = vdir / VADER_SNIPPETS_MEMBER.split("/")[-1]
 
     if archive.exists():
-        digest = _sha256(archive)
+        digest = file_sha256(archive)
         if digest != VADER_ARCHIVE_SHA256:
             raise DataError(
                 f"cached archive {archive} is corrupt (sha256 {digest[:12]}..., "
                 f"expected {VADER_ARCHIVE_SHA256[:12]}...).",
                 f"delete {vdir} and run again to fetch a fresh copy.",
             )
-    if snippets.exists() and _sha256(snippets) == VADER_SNIPPETS_SHA256:
+    if snippets.exists() and file_sha256(snippets) == VADER_SNIPPETS_SHA256:
         return snippets
 
     if not archive.exists():

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ..errors import ExportError
+from ..families import family_of
 from ..models.saved import load_pruned_model
 from ..version import __version__
 from .quantize import fp32_linears, linear_initializers, quantize_int8, quiet
@@ -86,7 +87,8 @@ def check_inputs(tokenizer: Any, model: nn.Module | None = None,
     ``forward`` takes (DistilBERT has no ``token_type_ids``): they become the graph's inputs."""
     import inspect
 
-    accepted = inspect.signature(model.forward).parameters if model is not None else MODEL_INPUTS
+    source = getattr(model, "forward_module", model)  # a wrapper (a generic shrunk model) names what it runs
+    accepted = inspect.signature(source.forward).parameters if model is not None else MODEL_INPUTS
     names = [name for name in input_names(tokenizer) if name in accepted]
 
     def encode(texts: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -106,9 +108,13 @@ def full_output_rows(model: nn.Module) -> nn.Module:
     whole matrix product (on MLPruning's 0.2 model a Gather per layer took about 30% of the time, the zero
     rows cost less than that). Other models are returned as they are.
     """
+    from ..compress.modeling_shrunk import RowLinear
     from ..compress.modeling_shrunk_bert import ShrunkOutput
 
-    if not any(isinstance(m, ShrunkOutput) and m.bias is not None for m in model.modules()):
+    def row_cut(m: nn.Module) -> bool:
+        return isinstance(m, RowLinear) or (isinstance(m, ShrunkOutput) and m.bias is not None)
+
+    if not any(row_cut(m) for m in model.modules()):
         return model
     model = copy.deepcopy(model)
     for module in [m for m in model.modules() if isinstance(m, ShrunkOutput) and m.bias is not None]:
@@ -117,20 +123,35 @@ def full_output_rows(model: nn.Module) -> nn.Module:
         dense.weight[module.rows] = module.dense.weight
         dense.bias.copy_(module.bias)
         module.dense, module.bias = dense, None
+    for name, module in [(n, m) for n, m in model.named_modules() if isinstance(m, RowLinear)]:
+        dense = nn.Linear(module.in_features, module.full_bias.numel())
+        dense.weight.zero_()
+        dense.weight[module.rows] = module.weight
+        dense.bias.copy_(module.full_bias)
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, dense)
     return model
 
 
 @torch.no_grad()
 def export_onnx(model: nn.Module, example: dict[str, torch.Tensor], path: Path) -> Path:
-    """Write ``model``'s logits as an ONNX graph with dynamic ``batch`` and ``sequence`` axes."""
+    """Write ``model``'s logits as an ONNX graph with dynamic ``batch`` and ``sequence`` axes.
+
+    Rotary families (Llama, Qwen2) are exported without the exporter's graph optimizer: it fuses their rotary
+    embedding into an ONNX ``RotaryEmbedding`` node whose cos/sin caches ONNX Runtime 1.2x rejects at run time
+    ("expected to have the same shape as input 'x'"); unfused, the graph matches PyTorch to ~1e-7."""
     model.eval()
-    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    config = model.config
+    positions = getattr(config, "max_position_embeddings", None) or getattr(config, "base_config", {}).get(
+        "max_position_embeddings")  # absolute position tables bound the sequence axis (torch.export guards it)
+    batch = torch.export.Dim("batch")
+    sequence = torch.export.Dim("sequence", max=positions) if positions else torch.export.Dim("sequence")
     shapes = {name: {0: batch, 1: sequence} for name in example}
     with quiet():
         try:
             program = torch.onnx.export(_Logits(model), (), kwargs=dict(example), dynamo=True, opset_version=OPSET,
                                         dynamic_shapes=shapes, input_names=list(example), output_names=["logits"],
-                                        verbose=False)
+                                        verbose=False, optimize=not family_of(model).rotary)
         except Exception as exc:  # noqa: BLE001 - torch.export raises many kinds
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ExportError(f"torch.onnx.export could not export this model: {first}",

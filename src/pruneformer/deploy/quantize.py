@@ -69,6 +69,7 @@ def fp32_linears(model: nn.Module, selectors: Sequence[str]) -> list[str]:
     """Module names of the Linears that ``selectors`` name: a role (query, ffn_out, ...), ``classifier``,
     ``pooler`` or a regex on module names (``none``: nothing). A selector matching nothing is a one-line error."""
     from ..core.targets import resolve_targets
+    from ..families import family_of
 
     linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear) and m.weight.numel()]
     selectors = [s for s in selectors if s != "none"]
@@ -79,6 +80,9 @@ def fp32_linears(model: nn.Module, selectors: Sequence[str]) -> list[str]:
     for selector in selectors:
         if selector in roles:
             hits = roles[selector]
+        elif selector == "classifier":  # the family's task head, whatever its name
+            head = family_of(model).head_module
+            hits = [name for name in linears if head in name.split(".")]
         else:
             try:
                 pattern = re.compile(selector)
@@ -106,11 +110,15 @@ def quantize_int8(fp32_path: Path, out_path: Path, model: nn.Module, kept: Seque
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.transformers.optimizer import optimize_model
 
+    from ..families import family_of
+
     with tempfile.TemporaryDirectory() as tmp, quiet():
         fused_path = Path(tmp) / "model.fused.onnx"
         # num_heads=0 / hidden_size=0: detect per attention node (pruned layers have their own head counts)
         fused = optimize_model(str(fp32_path), model_type="bert", num_heads=0, hidden_size=0, opt_level=0)
         fusions = {k: v for k, v in fused.get_fused_operator_statistics().items() if v}
+        if family_of(model).rotary:  # decoders: the exporter's shape annotations disagree with the quantizer's
+            del fused.model.graph.value_info[:]  # inference (GQA's narrower K/V); let it infer them afresh
         fused.save_model_to_file(str(fused_path))
         fused_check = check(fused_path)
         if not fused_check["max_abs_diff"] <= tolerance:

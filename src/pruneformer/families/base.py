@@ -35,6 +35,8 @@ class Family:
     ``view(..., -1, <head_size_attribute>)`` and scales scores by its ``scaling`` (what a cut rewrites).
     ``cut``: how physical shrinking works, None with ``no_cut_reason`` where it does not.
     ``rotary``: query/key dimensions are rotated in pairs (a cut of single query-key dimensions is refused).
+    ``head_module``: the task head's last name (``classifier``; decoders' sequence classifiers call it ``score``),
+    what ``--keep-fp32 classifier`` keeps in fp32.
     """
 
     name: str
@@ -51,6 +53,7 @@ class Family:
     head_config_keys: tuple[str, ...] = ("num_attention_heads", "n_heads")
     kv_head_config_key: str | None = None
     activation_config_key: str = "hidden_act"
+    head_module: str = "classifier"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property

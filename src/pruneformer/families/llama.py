@@ -18,4 +18,4 @@ LLAMA_ROLES = {
 
 LLAMA = register_family(Family("llama", ("llama", "mistral"), "layers", LLAMA_ROLES, attention_path="self_attn",
                                causal_lm=True, rotary=True, cut="module-swap",
-                               kv_head_config_key="num_key_value_heads"))
+                               kv_head_config_key="num_key_value_heads", head_module="score"))

