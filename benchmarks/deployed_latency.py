@@ -1,0 +1,90 @@
+"""Latency of the structured benchmark's deployed models: what `benchmarks/structured.py` scored, timed where it
+is deployed (ONNX Runtime int8 and fp32, spinning workers off) against dense PyTorch fp32, side by side.
+
+For one seed of ``results/structured-<preset>.jsonl`` it takes the dense model and every pruned model whose
+directory is still there (with the ``-onnx`` export that the sweep scored), times all of them in interleaved
+rounds at batch 32 x 128 (and 1 x 128) with 2 threads, and writes ratios to dense PyTorch fp32 with the CPU's
+instruction set beside them (int8 kernels differ: AVX2, AVX-512 VNNI, AMX). Pause other work while it runs.
+
+    python benchmarks/deployed_latency.py --preset standard --seed 0 --rounds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+from pruneformer.compare.report import onnx_dir
+from pruneformer.deploy.export import export_model
+from pruneformer.deploy.hardware import cpu_description, hardware_record
+from pruneformer.deploy.latency import time_models
+from pruneformer.deploy.runtime import OnnxClassifier
+from pruneformer.models.saved import load_pruned_model
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="standard")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    results = HERE / "results"
+    records = [json.loads(line) for line in (results / f"structured-{args.preset}.jsonl").read_text().splitlines()]
+    mine = [r for r in records if r["seed"] == args.seed and Path(r["model_dir"]).is_dir()]
+    if not mine:
+        print(f"no model of seed {args.seed} left on this machine: rerun the sweep's runs first")
+        return 1
+    dense_dir = Path(mine[0]["model_dir"]).parents[1] / "dense" / "model"
+    shared = Path(mine[0]["model_dir"]).parents[3] / args.preset / f"seed{args.seed}" / "dense" / "model"
+    dense_dir = shared if (shared / "model.safetensors").is_file() else dense_dir
+    dense, _, _ = load_pruned_model(dense_dir)
+    models = {"dense | pytorch fp32": dense.eval()}
+    accuracy = {"dense": {"test": mine[0]["dense_test"], "int8_test": mine[0].get("dense_int8_test")}}
+    for label, directory in [("dense", dense_dir)] + [(f"{r['method']} {r['fraction']:g}", Path(r["model_dir"]))
+                                                      for r in mine]:
+        out = onnx_dir(directory)
+        if not (out / "model.int8.onnx").is_file():
+            export_model(directory, out, quantize="int8", log=lambda line: None)
+        models[f"{label} | ort fp32"] = OnnxClassifier(out / "model.onnx", threads=args.threads, spin=False)
+        models[f"{label} | ort int8"] = OnnxClassifier(out / "model.int8.onnx", threads=args.threads, spin=False)
+    for r in mine:
+        accuracy[f"{r['method']} {r['fraction']:g}"] = {"test": r["test"], "int8_test": r.get("int8_test")}
+    shapes = [(32, 128), (1, 128)]
+    timing = time_models(models, shapes, args.rounds, dense.config.vocab_size)
+    lines = [f"Seed {args.seed} of `structured-{args.preset}`; {cpu_description()}, {args.threads} threads, ONNX "
+             f"Runtime spinning off; fastest of {args.rounds} interleaved rounds (median in brackets), as speed-up over "
+             "dense PyTorch fp32 in the same rounds; test accuracy (%) of the model in that runtime (int8 scored by "
+             "ONNX Runtime, fp32 graphs equal PyTorch).", "",
+             "| model | runtime | test | 32 x 128 | 1 x 128 |", "|---|---|---|---|---|"]
+    for name in models:
+        label, runtime = name.split(" | ")
+        acc = accuracy[label]["int8_test" if runtime.endswith("int8") else "test"]
+        cells = []
+        for b, length in shapes:
+            key = f"{b}x{length}"
+            base, base_median = timing[key]["dense | pytorch fp32"], timing["median"][key]["dense | pytorch fp32"]
+            cells.append(f"{base / timing[key][name]:.2f}x ({base_median / timing['median'][key][name]:.2f}x)")
+        lines.append(f"| {label} | {runtime} | {100 * acc:.1f} | " + " | ".join(cells) + " |")
+    ms = {k: 1000 * v for k, v in timing["32x128"].items()}
+    lines += ["", f"Dense PyTorch fp32 at 32 x 128: {ms['dense | pytorch fp32']:.0f} ms "
+              f"(median {1000 * statistics.median([timing['median']['32x128']['dense | pytorch fp32']]):.0f} ms)."]
+    markdown = "\n".join(lines) + "\n"
+    name = f"deployed-latency-{args.preset}-seed{args.seed}"
+    (results / f"{name}.md").write_text(markdown)
+    (results / f"{name}.json").write_text(json.dumps({"timing_s": timing, "accuracy": accuracy, "rounds": args.rounds,
+                                                      "threads": args.threads, "machine": hardware_record()}, indent=2))
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
