@@ -128,3 +128,41 @@ def test_shrunk_text_models_export_to_onnx_with_parity(name, tmp_path):
     assert record["check"]["fp32"]["max_abs_diff"] <= 1e-5
     assert record["check"]["fp32"]["predictions_agree"] == record["check"]["fp32"]["examples"]
     assert (tmp_path / "onnx" / "model.int8.onnx").stat().st_size < (tmp_path / "onnx" / "model.onnx").stat().st_size
+
+
+PAIRED_FAMILIES = ["bert", "distilbert", "dinov2", "electra", "roberta", "vit"]
+
+
+@pytest.mark.parametrize("name", PAIRED_FAMILIES)
+@pytest.mark.parametrize("granularity", ["shared", "head"])
+def test_spp_cut_equals_the_masked_model(name, granularity, tmp_path):
+    """SPP's keep-masks over paired units (random, 60% kept) cut physically: the extracted model computes what
+    the model with those units zeroed computes, and reloads with plain transformers."""
+    from pruneformer.compress.paired import extract, layers_of, zero_removed
+
+    model = tiny_family_model(name)
+    layers = layers_of(model)
+    generator = torch.Generator().manual_seed(0)
+    keep = {g: torch.rand((len(layers),) + layers[0].mask_shape(g, granularity), generator=generator) < 0.6
+            for g in ("qk", "vo", "ffn")}
+    masked = copy.deepcopy(model)
+    zero_removed(masked, keep)
+    batch = family_batch(name)
+    expected = logits(masked, batch)
+    assert (expected - logits(model, batch)).abs().max() > 1e-4
+    shrunk = extract(model, keep).eval()
+    assert (logits(shrunk, batch) - expected).abs().max() <= 1e-5
+    assert kept_encoder_weights(shrunk) < kept_encoder_weights(model)
+    save_shrunk_model(shrunk, None, tmp_path, {"method": "spp"})
+    reloaded = getattr(transformers, AUTO[BUILDERS[name][1]]).from_pretrained(tmp_path, trust_remote_code=True)
+    assert (logits(reloaded.eval(), batch) - expected).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("name", ["llama", "qwen2"])
+def test_spp_refuses_rotary_grouped_families_in_one_line(name):
+    from pruneformer.compress.paired import layers_of
+
+    with pytest.raises(ModelError) as err:
+        layers_of(tiny_family_model(name))
+    message = str(err.value)
+    assert name in message and "rotated in pairs" in message and "mlpruning" in message and "\n" not in message

@@ -111,8 +111,24 @@ def num_heads_of(model: nn.Module) -> int:
     return family_of(model).num_heads(model.config)
 
 
+def check_paired_cut(model: nn.Module) -> Family:
+    """The family, if SPP's paired units (single query-key, value-output and FFN dimensions) can be cut from it;
+    a one-line :class:`ModelError` before any search otherwise."""
+    family = check_compressible(model)
+    reasons = [why for applies, why in (
+        (family.rotary, "its query-key dimensions are rotated in pairs by a position table shared by all layers"),
+        (family.num_kv_heads(model.config) != family.num_heads(model.config),
+         "its key-value heads are shared by groups of query heads"),
+        (family.gated, "its FFN is gated")) if applies]
+    if reasons:
+        raise ModelError(f"SPP's paired cut does not support {family.name} models yet: {'; '.join(reasons)}.",
+                         "use --method mlpruning or l1-structured, which cut it by whole heads and FFN units")
+    return family
+
+
 def paired_layers(model: nn.Module, targets: list[Target]) -> list[PairedLayer]:
     """Group targets by layer; every layer needs all six roles, since the pairs span them."""
+    check_paired_cut(model)
     heads = num_heads_of(model)
     by_layer: dict[int, dict[str, nn.Linear]] = {}
     for t in targets:
