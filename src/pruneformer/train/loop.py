@@ -278,7 +278,7 @@ def train_phase(
         cause = likely_cause(settings.lr, losses, step == start_step, hint)
         return divergence_error(what, step + 1, name, cause, checkpoint_dir, last_good)
 
-    lengths = [len(example["input_ids"]) for example in examples]
+    lengths = [len(example.get("input_ids", ())) for example in examples]  # images: one length, no grouping
     batches: list[list[int]] = []
     batches_epoch = -1
     for step in range(start_step, total_steps):
