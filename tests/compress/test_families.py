@@ -110,22 +110,21 @@ def test_rotary_families_refuse_single_query_key_dimensions():
         shrink_model(copy.deepcopy(model), [LayerPlan(qk_dims=list(range(8))), LayerPlan()])
 
 
-TEXT_FAMILIES = [name for name in FAMILIES if BUILDERS[name][1] == "text"]
-
-
-@pytest.mark.parametrize("name", TEXT_FAMILIES)
-def test_shrunk_text_models_export_to_onnx_with_parity(name, tmp_path):
-    """``export --quantize int8`` on each text family's shrunk model: the fp32 graph matches PyTorch (export
-    refuses otherwise) and the int8 graph runs; rotary families export unfused (see ``deploy.export``)."""
+@pytest.mark.parametrize("name", FAMILIES)
+def test_shrunk_models_export_to_onnx_with_parity(name, tmp_path):
+    """``export --quantize int8`` on each family's shrunk model: the fp32 graph matches PyTorch (export refuses
+    otherwise) and the int8 graph is smaller; rotary families export unfused (see ``deploy.export``); image
+    models are checked on images through their own processor."""
     from conftest import VOCAB
-    from transformers import BertTokenizerFast
+    from transformers import BertTokenizerFast, BitImageProcessor
 
     from pruneformer.deploy.export import export_model
 
     (tmp_path / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+    preprocessor = BitImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 28, "width": 28}) \
+        if BUILDERS[name][1] == "image" else BertTokenizerFast(vocab=str(tmp_path / "vocab.txt"))
     masked, plans, _ = masked_and_plans(name, "l1", 0.5)
-    save_shrunk_model(shrink_model(masked, plans), BertTokenizerFast(vocab=str(tmp_path / "vocab.txt")),
-                      tmp_path / "model", {"method": "l1-structured"})
+    save_shrunk_model(shrink_model(masked, plans), preprocessor, tmp_path / "model", {"method": "l1-structured"})
     record = export_model(tmp_path / "model", tmp_path / "onnx", quantize="int8", log=lambda line: None)
     assert record["check"]["fp32"]["max_abs_diff"] <= 1e-5
     assert record["check"]["fp32"]["predictions_agree"] == record["check"]["fp32"]["examples"]

@@ -82,3 +82,27 @@ def test_prune_an_image_classifier_end_to_end(image_folder, tmp_path, family, me
             assert (remote.eval()(**pixels).logits - model.eval()(**pixels).logits).abs().max() <= 1e-5
     else:
         assert report["overall_sparsity"] == pytest.approx(0.5, abs=1e-6)
+
+
+def test_compare_runs_on_an_image_task_unchanged(image_folder, tmp_path):
+    """`pruneformer compare` on images: the same flow, candidates trained, exported, int8-scored and timed on
+    pixel inputs at the processor's crop size."""
+    import json
+
+    from pruneformer.cli.app import recipe_overrides
+    from pruneformer.compare.flow import compare
+    from pruneformer.runs.recipe import load_recipe
+
+    model_dir = tiny_image_model_dir(tmp_path / "model", "vit")
+    out = tmp_path / "cmp"
+    recipe = load_recipe(None, recipe_overrides(
+        model=str(model_dir), data=str(image_folder), dense_epochs=2.0, dense_lr=1e-3, epochs=1.0, lr=1e-3,
+        batch_size=8, candidates=["l1-structured:0.5", "magnitude-retrain:2:4", "spp:0.5"], seeds=[0],
+        latency_batch=4, rounds=2, latency_threads=1, output_dir=str(out)))
+    compare(recipe, progress=False, log=lambda _: None)
+    summary = json.loads((out / "compare.json").read_text())
+    assert [r["label"] for r in summary["rows"]] == ["dense", "l1-structured:0.5", "magnitude-retrain:2:4", "spp:0.5"]
+    latency = summary["latency"]
+    assert latency["shape"] == [4, 28]
+    assert any(k.endswith("onnxruntime int8") for k in latency["timing_s"])
+    assert set(latency["int8_scores"]) == {"dense", "l1-structured:0.5", "magnitude-retrain:2:4", "spp:0.5"}

@@ -32,10 +32,8 @@ from ..core.patterns import parse_pattern
 from ..core.structure import check_compressible
 from ..core.targets import resolve_targets
 from ..errors import PruneformerError, RecipeError
-from ..families import family_for_type
 from ..methods.candidates import SPP, Candidate, parse_candidates
 from ..methods.registry import method_entry, sections
-from ..models.loading import read_model_type
 from ..runs.engine import STATE_FILE, RunState, claim_output_dir, prepare_data, quiet_library_progress, silent_log
 from ..runs.recipe import Recipe, build_recipe, recipe_to_yaml
 from ..runs.stages import RunOptions, Stage, run_stage
@@ -132,19 +130,19 @@ def dense_model_dir(dense_run: Path) -> Path:
 
 
 def model_size(model_dir: Path) -> dict[str, Any]:
-    """Stored parameters, nonzero weights of the encoder's matrices, and the file size of a saved model."""
+    """Stored parameters, the transformer layers' Linear weights and their nonzeros, and the file size of a saved
+    model. The layers are counted on the loaded model (its family's layer stack): transformers 5 saves some
+    families under their older parameter names, so the file's names do not say which tensors are layers."""
+    from ..core.targets import layer_stack
+    from ..models.saved import load_pruned_model
+
     file = model_dir / "model.safetensors"
-    layers = f".{family_for_type(read_model_type(model_dir)).layers_path}."
-    stored, encoder, nonzero = 0, 0, 0
     with safe_open(str(file), framework="pt") as weights:
-        for name in weights.keys():
-            tensor = weights.get_tensor(name)
-            stored += tensor.numel()
-            if layers in f".{name}" and name.endswith("weight") and tensor.dim() == 2:
-                encoder += tensor.numel()
-                nonzero += int(torch.count_nonzero(tensor))
-    return {"stored_parameters": stored, "encoder_weights": encoder, "encoder_nonzero": nonzero,
-            "file_bytes": file.stat().st_size}
+        stored = sum(torch.Size(weights.get_slice(name).get_shape()).numel() for name in weights.keys())
+    model = load_pruned_model(model_dir)[0]
+    linears = [m.weight for m in layer_stack(model).modules() if isinstance(m, nn.Linear)]
+    return {"stored_parameters": stored, "encoder_weights": sum(w.numel() for w in linears),
+            "encoder_nonzero": sum(int(torch.count_nonzero(w)) for w in linears), "file_bytes": file.stat().st_size}
 
 
 def run_unit(unit: dict[str, Any], threads: int | None = None,

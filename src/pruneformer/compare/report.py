@@ -18,9 +18,11 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..data import tokenize_bundle
+from ..data.images import ImageCollator, image_bundle
 from ..deploy.hardware import cpu_description, hardware_record
 from ..deploy.latency import load_average, time_models
 from ..errors import PruneformerError
+from ..families import family_of
 from ..models.saved import load_pruned_model
 from ..runs.report import hardware_summary
 
@@ -62,15 +64,18 @@ def measure_latency(recipe: Any, records: Sequence[dict], bundle: Any, log: Call
     int8_scores: dict[str, Any] = {}
     files: dict[str, dict[str, int]] = {}
     errors: dict[str, str] = {}
-    tokenized = tokenizer = None
+    tokenized = tokenizer = collator = None
+    images = False
     for record in mine:
         model, tok, _ = load_pruned_model(record["model_dir"], trust_pickle=trust_pickle)
         models[f"{record['label']} | {PYTORCH}"] = model.eval()
+        images = family_of(model).modality == "image"
         if not c.onnx:
             continue
         if tokenized is None:
             tokenizer = tok
-            tokenized = tokenize_bundle(bundle, tokenizer, recipe.data.max_length)
+            tokenized = image_bundle(bundle) if images else tokenize_bundle(bundle, tokenizer, recipe.data.max_length)
+            collator = ImageCollator(tok) if images else None
         try:
             out = _export(record["model_dir"], trust_pickle)
         except PruneformerError as exc:  # e.g. a model type ONNX export does not cover: time it in PyTorch only
@@ -80,13 +85,17 @@ def measure_latency(recipe: Any, records: Sequence[dict], bundle: Any, log: Call
         files[record["label"]] = {"fp32_bytes": (out / "model.onnx").stat().st_size,
                                   "int8_bytes": (out / "model.int8.onnx").stat().st_size}
         split = tokenized.test if tokenized.test is not None else tokenized.dev
-        int8_scores[record["label"]] = score(out / "model.int8.onnx", split, tokenizer, bundle.task.metrics)
+        int8_scores[record["label"]] = score(out / "model.int8.onnx", split, tokenizer, bundle.task.metrics, collator)
         models[f"{record['label']} | {ORT_FP32}"] = OnnxClassifier(out / "model.onnx", threads=threads, spin=False)
         models[f"{record['label']} | {ORT_INT8}"] = OnnxClassifier(out / "model.int8.onnx", threads=threads, spin=False)
-    vocab = next(m for k, m in models.items() if k.endswith(PYTORCH)).config.vocab_size
-    shape = (c.latency_batch, c.latency_length)
+    first = next(m for k, m in models.items() if k.endswith(PYTORCH))
+    if images:  # images are timed at the processor's crop size, not a token length
+        crop = getattr(tokenizer, "crop_size", None) or {}
+        shape = (c.latency_batch, int(crop.get("height") or first.config.image_size))
+    else:
+        shape = (c.latency_batch, c.latency_length)
     before = load_average()
-    timing = time_models(models, [shape], c.rounds, vocab)
+    timing = time_models(models, [shape], c.rounds, getattr(first.config, "vocab_size", None), images=images)
     key = f"{shape[0]}x{shape[1]}"
     return {"seed": seed, "shape": list(shape), "threads": threads, "rounds": c.rounds, "timing_s": timing[key],
             "median_s": timing["median"][key], "int8_scores": int8_scores, "onnx_files": files,

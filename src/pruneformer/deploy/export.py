@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -68,14 +69,16 @@ def check_choice(value: str | None, allowed: Sequence[str], option: str) -> str 
 
 
 class _Logits(nn.Module):
-    """The classifier as a function of token tensors to logits: what the ONNX graph computes."""
+    """The classifier as a function of token tensors (or an image batch) to logits: what the ONNX graph computes."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None) -> torch.Tensor:
+        if pixel_values is not None:
+            return self.model(pixel_values=pixel_values).logits
         extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         return self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
 
@@ -87,6 +90,8 @@ def check_inputs(tokenizer: Any, model: nn.Module | None = None,
     ``forward`` takes (DistilBERT has no ``token_type_ids``): they become the graph's inputs."""
     import inspect
 
+    if model is not None and family_of(model).modality == "image":
+        return image_check_inputs(tokenizer)
     source = getattr(model, "forward_module", model)  # a wrapper (a generic shrunk model) names what it runs
     accepted = inspect.signature(source.forward).parameters if model is not None else MODEL_INPUTS
     names = [name for name in input_names(tokenizer) if name in accepted]
@@ -96,6 +101,15 @@ def check_inputs(tokenizer: Any, model: nn.Module | None = None,
         return {k: batch[k] for k in names}
 
     return [encode(sentences), encode([max(sentences, key=len)])]
+
+
+def image_check_inputs(processor: Any, sizes: Sequence[int] = (3, 1)) -> list[dict[str, torch.Tensor]]:
+    """Batches of seeded random images (250 x 250 RGB, as the textile task's) through the model's own image
+    processor: what an image classifier's export is checked on."""
+    generator = np.random.default_rng(0)
+    return [{"pixel_values": processor(images=[generator.integers(0, 256, (250, 250, 3), dtype=np.uint8)
+                                               for _ in range(n)], return_tensors="pt")["pixel_values"]}
+            for n in sizes]
 
 
 @torch.no_grad()
@@ -146,7 +160,7 @@ def export_onnx(model: nn.Module, example: dict[str, torch.Tensor], path: Path) 
         "max_position_embeddings")  # absolute position tables bound the sequence axis (torch.export guards it)
     batch = torch.export.Dim("batch")
     sequence = torch.export.Dim("sequence", max=positions) if positions else torch.export.Dim("sequence")
-    shapes = {name: {0: batch, 1: sequence} for name in example}
+    shapes = {name: {0: batch} if name == "pixel_values" else {0: batch, 1: sequence} for name in example}
     with quiet():
         try:
             program = torch.onnx.export(_Logits(model), (), kwargs=dict(example), dynamo=True, opset_version=OPSET,

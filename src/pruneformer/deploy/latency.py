@@ -19,16 +19,19 @@ from .hardware import hardware_record
 
 
 def time_models(models: Mapping[str, nn.Module], shapes: Sequence[tuple[int, int]], rounds: int,
-                vocab: int) -> dict[str, Any]:
+                vocab: int | None, images: bool = False) -> dict[str, Any]:
     """Fastest forward time (s) per model and ``(batch, length)`` shape, under ``"BxL"`` keys, and the
     medians under ``"median"``, and the machine under ``"hardware"`` (:func:`pruneformer.deploy.hardware.hardware_record`:
     int8 and fp32 speed depend on the CPU's instruction set). Inputs are random token ids without padding, the
-    same for every model."""
+    same for every model; with ``images`` a shape is ``(batch, side)`` and the input random pixels."""
     generator = torch.Generator().manual_seed(0)
     results: dict[str, Any] = {"hardware": hardware_record()}
     for batch, length in shapes:
-        ids = torch.randint(min(1000, vocab - 1), vocab, (batch, length), generator=generator)
-        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        if images:
+            inputs = {"pixel_values": torch.randn(batch, 3, length, length, generator=generator)}
+        else:
+            ids = torch.randint(min(1000, vocab - 1), vocab, (batch, length), generator=generator)
+            inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
         times: dict[str, list[float]] = {name: [] for name in models}
         with torch.inference_mode():
             for model in models.values():  # warm-up

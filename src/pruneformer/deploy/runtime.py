@@ -76,8 +76,9 @@ def node_kernel_times(sess) -> list[tuple[str, float]]:
 
 
 def run_session(sess, batch: dict[str, torch.Tensor]) -> np.ndarray:
-    """Logits of one batch; feeds exactly the inputs the graph declares (int64)."""
-    feed = {i.name: batch[i.name].cpu().numpy().astype(np.int64) for i in sess.get_inputs()}
+    """Logits of one batch; feeds exactly the inputs the graph declares (token ids int64, pixels float32)."""
+    feed = {i.name: batch[i.name].cpu().numpy().astype(np.float32 if i.type == "tensor(float)" else np.int64)
+            for i in sess.get_inputs()}
     return sess.run(None, feed)[0]
 
 
@@ -109,13 +110,14 @@ def split_batches(dev, tokenizer, batch_size: int = 64) -> list[dict[str, torch.
             for b in iterate_batches(examples, range(len(examples)), batch_size, collator)]
 
 
-def score(path: Path, dev, tokenizer, metrics: Sequence[str]) -> dict[str, float]:
-    """The task's metrics of an ONNX graph on a tokenized split, through pruneformer's own evaluation."""
+def score(path: Path, dev, tokenizer, metrics: Sequence[str], collator: Any = None) -> dict[str, float]:
+    """The task's metrics of an ONNX graph on a tokenized split (or, with ``collator``, any prepared split: an
+    image bundle and its :class:`~pruneformer.data.images.ImageCollator`), through pruneformer's own evaluation."""
     from transformers import DataCollatorWithPadding
 
     from ..train.evaluation import evaluate
 
-    return evaluate(OnnxClassifier(path), dev, DataCollatorWithPadding(tokenizer), metrics)
+    return evaluate(OnnxClassifier(path), dev, collator or DataCollatorWithPadding(tokenizer), metrics)
 
 
 #: Inputs a classifier's ``forward`` takes from a tokenizer, in the order they are exported.
@@ -156,8 +158,12 @@ class OnnxClassifier(nn.Module):
         self.session = session(self.path, threads, spin, profile)
         self.input_names = [i.name for i in self.session.get_inputs()]
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None, **_: Any) -> SequenceClassifierOutput:
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None,
+                **_: Any) -> SequenceClassifierOutput:
+        if pixel_values is not None:  # an image classifier's graph
+            feed = {"pixel_values": np.asarray(pixel_values.cpu(), dtype=np.float32)}
+            return SequenceClassifierOutput(logits=torch.from_numpy(self.session.run(None, feed)[0]))
         given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
         defaults = {"attention_mask": torch.ones_like, "token_type_ids": torch.zeros_like}  # as transformers does
         feed = {name: np.asarray((given[name] if given[name] is not None else defaults[name](input_ids)).cpu(),

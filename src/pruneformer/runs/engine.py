@@ -211,13 +211,16 @@ def open_run(recipe: Any, options: RunOptions) -> Run:
                                                task.problem_type, task.label_names, trust_pickle=options.trust_pickle)
     run.model.to(world.device)
     world.broadcast_module(run.model)  # the fresh classifier head is rank 0's on every rank
-    if family_of(run.model).modality == "image":  # the "tokenizer" is the model's image processor
-        run.tokenized = image_bundle(run.bundle, recipe.data.augment)
-        run.collator = ImageCollator(run.tokenizer, seed=recipe.seed)
-    else:
-        run.tokenized = tokenize_bundle(run.bundle, run.tokenizer, recipe.data.max_length)
-        run.collator = DataCollatorWithPadding(run.tokenizer)
+    run.tokenized, run.collator = model_inputs(run.bundle, run.model, run.tokenizer, recipe)
     return run
+
+
+def model_inputs(bundle: DataBundle, model: nn.Module, preprocessor: Any, recipe: Any) -> tuple[DataBundle, Any]:
+    """The splits as the model's inputs and the collator that batches them, by the model family's modality:
+    token ids padded per batch, or image paths read into pixels by the model's image processor."""
+    if family_of(model).modality == "image":  # the "tokenizer" is the model's image processor
+        return image_bundle(bundle, recipe.data.augment), ImageCollator(preprocessor, seed=recipe.seed)
+    return tokenize_bundle(bundle, preprocessor, recipe.data.max_length), DataCollatorWithPadding(preprocessor)
 
 
 def dense_reference(run: Run, dev: bool = True, save_dir: bool = True) -> dict[str, dict[str, float]]:

@@ -18,12 +18,12 @@ from typing import Any, Sequence
 
 import torch
 from safetensors.torch import load_model, save_model
-from transformers import DataCollatorWithPadding, set_seed
+from transformers import set_seed
 
 from ..compress.paired import extract as slice_units
 from ..compress.paired import removed_parameters
 from ..core.targets import resolve_targets
-from ..data import DataBundle, tokenize_bundle
+from ..data import DataBundle
 from ..errors import CheckpointError, PruneformerError
 from ..methods.spp.cut import check_ratio
 from ..methods.spp.plots import plot_accuracy_vs_ratio, plot_solution_path
@@ -37,6 +37,7 @@ from .engine import (
     RunState,
     data_signature,
     dense_reference,
+    model_inputs,
     open_run,
     prepare_data,
     quiet_library_progress,
@@ -63,9 +64,8 @@ def _scores(model, tokenized: DataBundle, collator, recipe: Recipe) -> dict[str,
     return evaluate_splits(model, tokenized, collator, recipe.train.eval_batch_size)
 
 
-def load_task(recipe: Recipe, tokenizer) -> tuple[DataBundle, Any]:
-    bundle = prepare_data(recipe.data, recipe.seed)
-    return tokenize_bundle(bundle, tokenizer, recipe.data.max_length), DataCollatorWithPadding(tokenizer)
+def load_task(recipe: Recipe, model, tokenizer) -> tuple[DataBundle, Any]:
+    return model_inputs(prepare_data(recipe.data, recipe.seed), model, tokenizer, recipe)
 
 
 def search(recipe: Recipe, options: RunOptions | None = None, **settings: Any) -> dict[str, Any]:
@@ -206,7 +206,7 @@ def extract(search_dir: str | Path, ratios: Sequence[float], finetune_epochs: fl
     epochs = recipe.spp.finetune_epochs if finetune_epochs is None else finetune_epochs
     out = Path(output_dir) if output_dir else search_dir
     with world.main_first():
-        tokenized, collator = load_task(recipe, tokenizer)
+        tokenized, collator = load_task(recipe, model, tokenizer)
     if world.is_main:
         out.mkdir(parents=True, exist_ok=True)
     state = RunState(out, write=world.is_main, name=EXTRACT_STATE)
