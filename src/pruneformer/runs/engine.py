@@ -146,14 +146,16 @@ class Run:
         return evaluate_splits(model or self.model, self.tokenized, self.collator, self.recipe.train.eval_batch_size)
 
     def calibration_batches(self) -> list[dict[str, torch.Tensor]]:
-        """``calibration.samples`` training sentences (a sample fixed by the seed), padded batches with masks."""
+        """``calibration.samples`` training examples (a sample fixed by the seed): padded batches with masks, or
+        image batches."""
         c = self.recipe.calibration
         train = self.tokenized.train
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.recipe.seed))[:c.samples]
-        rows = [{k: v for k, v in train[int(i)].items() if k in MODEL_INPUTS} for i in order]
+        rows = [train[int(i)] for i in order]
         device = next(self.model.parameters()).device
-        return [{k: v.to(device) for k, v in self.collator(rows[i:i + c.batch_size]).items()}
-                for i in range(0, len(rows), c.batch_size)]
+        batches = [self.collator(rows[i:i + c.batch_size]) for i in range(0, len(rows), c.batch_size)]
+        # model inputs only (token ids and masks, or pixels): the labels stay out
+        return [{k: v.to(device) for k, v in b.items() if k in MODEL_INPUTS or k == "pixel_values"} for b in batches]
 
     def train(self, model: nn.Module, key: str, settings: TrainSettings, method: PruningMethod | None = None,
               distiller: Distiller | None = None, dev: bool = True, checkpoints: bool = True) -> PhaseResult:
