@@ -167,3 +167,23 @@ def test_spp_refuses_rotary_grouped_families_in_one_line(name):
         layers_of(tiny_family_model(name))
     message = str(err.value)
     assert name in message and "rotated in pairs" in message and "mlpruning" in message and "\n" not in message
+
+
+def test_deberta_v2_gets_nm_masks_through_its_roles_and_refuses_a_cut():
+    from pruneformer.core.patterns import parse_pattern
+
+    torch.manual_seed(0)
+    model = transformers.DebertaV2ForSequenceClassification(transformers.DebertaV2Config(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, vocab_size=100,
+        num_labels=2)).eval()
+    targets = resolve_targets(model)
+    assert len(targets) == 12 and targets[0].name.endswith("attention.self.query_proj")
+    pattern = parse_pattern("2:4")
+    with torch.no_grad():
+        for t in targets:
+            t.linear_weight.mul_(pattern.mask(t.linear_weight))
+    assert all(pattern.satisfied(t.linear_weight) for t in targets)
+    assert float(targets[0].linear_weight.eq(0).float().mean()) >= 0.5
+    with pytest.raises(ModelError) as err:
+        check_compressible(model)
+    assert "deberta-v2" in str(err.value) and "relative-position" in str(err.value) and "\n" not in str(err.value)
