@@ -251,3 +251,24 @@ def test_bad_input_gives_one_line(saved, exported, tmp_path):
         load_onnx_classifier(wrong / "model.onnx")
     line = one_line_error(runner.invoke(app, ["inspect", str(wrong)]))
     assert "export.json" in line
+
+
+def test_per_channel_int8_has_one_scale_per_output_and_is_recorded(saved, tmp_path):
+    """``--per-channel``: each int8 weight carries one scale per output feature, the record still finds every
+    Linear in the graph, and each column dequantizes to its weights within half its own step."""
+    from onnx import numpy_helper
+
+    record = export_model(saved["dense"], tmp_path, quantize="int8", per_channel=True, log=lambda _: None)
+    quantization = record["quantization"]
+    assert quantization["per_channel"] is True and len(quantization["int8_linears"]) == 2 * 6 + 1
+    inits = {i.name: i for i in onnx.load(str(tmp_path / "model.int8.onnx")).graph.initializer}
+    linears = {n: m for n, m in load_pruned_model(saved["dense"])[0].named_modules() if isinstance(m, torch.nn.Linear)}
+    for name in quantization["int8_linears"]:
+        entry = quantization["linears"][name]
+        stored = numpy_helper.to_array(inits[entry["initializer"]]).astype(np.float64)
+        scale = numpy_helper.to_array(inits[entry["initializer"].removesuffix("_quantized") + "_scale"]).astype(np.float64)
+        weight = linears[name].weight.detach().numpy().astype(np.float64)
+        weight = weight.T if entry["transposed"] else weight
+        assert scale.size == linears[name].out_features > 1
+        per_column = scale.reshape(1, -1) if entry["transposed"] else scale.reshape(-1, 1)
+        assert np.all(np.abs(stored * per_column - weight) <= 0.5 * per_column * (1 + 1e-5)), name

@@ -76,6 +76,8 @@ def export_cmd(
                                                   "repeatable (default: classifier; 'none': none)."),
     tolerance: float = typer.Option(1e-4, help="Largest max-abs difference of logits allowed between ONNX Runtime "
                                     "and PyTorch."),
+    per_channel: bool = typer.Option(False, "--per-channel", help="With --quantize: one int8 scale per output column "
+                                     "of each weight instead of one per matrix"),
     recipe: Optional[Path] = typer.Option(None, "--recipe", "-r", help="With --quantize: the recipe whose data (and "
                                           "seed) give the dev split scored before and after (default: the recipe.yaml "
                                           "of the run that saved MODEL_DIR, else the embedded data)."),
@@ -100,7 +102,7 @@ def export_cmd(
 
         export_model(model_dir, output_dir, fmt=fmt, quantize=quantize, keep_fp32=keep_fp32 or ["classifier"],
                      tolerance=tolerance, dev=dev_split if quantize else None, trust_pickle=trust_pickle,
-                     log=lambda line: console.print(line, highlight=False, soft_wrap=True))
+                     per_channel=per_channel, log=lambda line: console.print(line, highlight=False, soft_wrap=True))
     except PruneformerError as exc:
         fail(exc)
 

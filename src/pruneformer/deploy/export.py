@@ -262,7 +262,7 @@ def attention_to_3d(graph) -> int:
 def export_model(model_dir: str | Path, output_dir: str | Path, *, fmt: str = "onnx", quantize: str | None = None,
                  keep_fp32: Sequence[str] = ("classifier",), tolerance: float = TOLERANCE,
                  dev: Callable[[Any], tuple[Any, Sequence[str]]] | None = None, trust_pickle: bool = False,
-                 log: Callable[[str], None] = print) -> dict[str, Any]:
+                 per_channel: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Export ``model_dir`` to ``output_dir`` (see the module docstring); returns the ``export.json`` record.
 
     ``dev(tokenizer)`` gives a tokenized split and its metrics: it is scored with the fp32 and the int8 graph
@@ -310,7 +310,8 @@ def export_model(model_dir: str | Path, output_dir: str | Path, *, fmt: str = "o
         record["check"]["fp32_dev"] = compare(model, session(onnx_path), split_batches(dev_split, tokenizer))
     if quantize:
         stats = quantize_int8(onnx_path, out / INT8_FILE, graph_model, kept,
-                              lambda path: compare(model, session(path), batches), tolerance)
+                              lambda path: compare(model, session(path), batches), tolerance, per_channel)
+        stats["per_channel"] = per_channel
         stats["keep_fp32"] = list(keep_fp32)
         stats["int8_check"] = compare(model, session(out / INT8_FILE), batches)
         if dev_split is not None:

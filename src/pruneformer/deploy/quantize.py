@@ -99,7 +99,8 @@ def fp32_linears(model: nn.Module, selectors: Sequence[str]) -> list[str]:
 
 
 def quantize_int8(fp32_path: Path, out_path: Path, model: nn.Module, kept: Sequence[str],
-                  check: Callable[[Path], dict[str, Any]], tolerance: float = TOLERANCE) -> dict[str, Any]:
+                  check: Callable[[Path], dict[str, Any]], tolerance: float = TOLERANCE,
+                  per_channel: bool = False) -> dict[str, Any]:
     """ORT's transformer fusions, then dynamic int8 of every MatMul and Gemm weight but those of the Linears
     ``kept``; the record of which Linear is stored how is read back from the quantized graph.
 
@@ -133,7 +134,8 @@ def quantize_int8(fp32_path: Path, out_path: Path, model: nn.Module, kept: Seque
         excluded = [name for n in graph.node if excluded_weights & set(n.input)
                     for name in {"MatMul": [n.name], "Gemm": [n.name, f"{n.name}_MatMul"]}.get(n.op_type, [])]
         quantize_dynamic(str(fused_path), str(out_path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
-                         nodes_to_exclude=excluded, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+                         nodes_to_exclude=excluded, per_channel=per_channel,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     stored = stored_linears(onnx.load(str(out_path)).graph, model)
     wrongly = sorted(name for name in kept if stored[name][2] != "fp32")
     if wrongly:
@@ -181,7 +183,20 @@ def _rounds_to(init, tables: dict[str, Any], weight: np.ndarray) -> bool:
     from onnx import numpy_helper
 
     base = init.name.removesuffix("_quantized")
-    scale = float(numpy_helper.to_array(tables[f"{base}_scale"]))
+    q = numpy_helper.to_array(init).astype(np.float64)
+    if q.shape != weight.shape:
+        return False
+
+    def along(table) -> np.ndarray:  # per tensor: a scalar; per channel (--per-channel): one value per column
+        value = numpy_helper.to_array(table).astype(np.float64).reshape(-1)
+        if value.size == 1:
+            return value.reshape(())
+        axis = next((a for a in (weight.ndim - 1, 0) if weight.shape[a] == value.size), None)
+        if axis is None:
+            return np.full((), np.nan)
+        return value.reshape([-1 if a == axis else 1 for a in range(weight.ndim)])
+
+    scale = along(tables[f"{base}_scale"])
     zero = tables.get(f"{base}_zero_point")
-    q = numpy_helper.to_array(init).astype(np.float64) - (float(numpy_helper.to_array(zero)) if zero else 0.0)
-    return bool(np.abs(q * scale - weight).max() <= 0.5 * scale * (1 + 1e-5))
+    q = q - (along(zero) if zero else 0.0)
+    return bool(np.all(np.abs(q * scale - weight) <= 0.5 * scale * (1 + 1e-5)))
