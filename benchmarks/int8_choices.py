@@ -25,8 +25,8 @@ from pruneformer.runs.recipe import DataConfig
 
 HERE = Path(__file__).resolve().parent
 #: variant -> export_model keywords
-VARIANTS = {"dynamic": {}, "per-channel": {"per_channel": True},
-            "dynamic, ffn_out fp32": {"keep_fp32": ("classifier", "ffn_out")}}
+VARIANTS = {"dynamic": {"per_channel": False}, "per-channel": {"per_channel": True},
+            "dynamic, ffn_out fp32": {"per_channel": False, "keep_fp32": ("classifier", "ffn_out")}}
 
 
 def main() -> int:

@@ -20,8 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from pruneformer.core.patterns import parse_pattern
 from pruneformer.core.sparsity import layer_sparsity, overall_sparsity
 from pruneformer.core.targets import resolve_targets

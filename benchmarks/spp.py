@@ -26,13 +26,13 @@ from pathlib import Path
 import torch
 
 from pruneformer.compress.paired import l1_scores
-from pruneformer.methods.spp.plots import plot_accuracy_vs_ratio
 from pruneformer.methods.spp.cut import keep_top
+from pruneformer.methods.spp.plots import plot_accuracy_vs_ratio
 from pruneformer.methods.spp.record import PathRecord
 from pruneformer.models.saved import load_pruned_model
 from pruneformer.runs.recipe import build_recipe
 from pruneformer.runs.report import hardware_summary
-from pruneformer.runs.solution_path import SEARCH_SUMMARY, cut, load_task, search
+from pruneformer.runs.solution_path import cut, load_task, search
 
 HERE = Path(__file__).resolve().parent
 PRESETS = {

@@ -33,7 +33,7 @@ from pruneformer.runs.recipe import build_recipe
 from pruneformer.runs.report import hardware_summary
 
 HERE = Path(__file__).resolve().parent
-METHODS = ["mlpruning", "l1-structured", "mlpruning-block"]
+METHODS = ["mlpruning", "l1-structured", "mlpruning-block", "fisher-structured"]
 #: ``mlpruning-block``: MLPruning's full two steps (the paper's recipe): head + row pruning to
 #: ``fraction / BLOCK_KEEP``, shrink with rows rounded to 32, then 32x32 block pruning keeping BLOCK_KEEP of
 #: the shrunk model, the step-2 model as teacher; half the budget each. Run at 0.3 (0.5 x 0.6, as the paper).
@@ -121,7 +121,8 @@ def deployed_scores(model_dir: str | Path, preset: dict, seed: int, metric: str)
 
     out = onnx_dir(model_dir)
     if not (out / "model.int8.onnx").is_file():
-        export_model(model_dir, out, quantize="int8", log=lambda line: None)
+        # per tensor, as every record of this sweep so far (benchmarks/int8_choices.py measures per channel)
+        export_model(model_dir, out, quantize="int8", per_channel=False, log=lambda line: None)
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(out)

@@ -172,8 +172,10 @@ def assert_record_matches_graph(path, record: dict, model) -> None:
             assert init.data_type == TensorProto.FLOAT and np.array_equal(stored, weight), name
         else:
             assert init.data_type == TensorProto.INT8, name
-            scale = float(numpy_helper.to_array(inits[entry["initializer"].removesuffix("_quantized") + "_scale"]))
-            assert np.abs(stored * scale - weight).max() <= 0.5 * scale * (1 + 1e-5), name
+            scale = numpy_helper.to_array(inits[entry["initializer"].removesuffix("_quantized") + "_scale"])
+            scale = scale.astype(np.float64).reshape((1, -1) if entry["transposed"] else (-1, 1)) if scale.size > 1 \
+                else float(scale)  # per channel (the default): one scale per output feature
+            assert np.all(np.abs(stored * scale - weight) <= 0.5 * scale * (1 + 1e-5)), name
 
 
 @pytest.mark.parametrize("keep", [["none"], ["classifier", "pooler", "value"]])

@@ -100,7 +100,7 @@ def fp32_linears(model: nn.Module, selectors: Sequence[str]) -> list[str]:
 
 def quantize_int8(fp32_path: Path, out_path: Path, model: nn.Module, kept: Sequence[str],
                   check: Callable[[Path], dict[str, Any]], tolerance: float = TOLERANCE,
-                  per_channel: bool = False) -> dict[str, Any]:
+                  per_channel: bool = True) -> dict[str, Any]:
     """ORT's transformer fusions, then dynamic int8 of every MatMul and Gemm weight but those of the Linears
     ``kept``; the record of which Linear is stored how is read back from the quantized graph.
 

@@ -30,6 +30,7 @@ from . import (
 )
 from .admm_config import ADMMConfig
 from .calibrated import CalibrationConfig
+from .fisher_structured import FisherStructuredPruner
 from .mlpruning_config import MLPruningConfig
 from .shrinking import ShrinkingMethod
 from .spp.settings import SPPConfig
@@ -191,6 +192,9 @@ for _entry in (
                 check=MLPruner.check_model, sections=("mlpruning",), checks=("mlpruning",)),
     MethodEntry("l1-structured", "L1 heads and FFN units, shrunk, retrained", shrinks=L1StructuredPruner,
                 check=L1StructuredPruner.check_model, sections=("mlpruning",)),
+    MethodEntry("fisher-structured", "Fisher heads and FFN units + least-squares rescaling (Kwon et al. 2022), "
+                "retraining-free with --epochs 0", shrinks=FisherStructuredPruner,
+                check=FisherStructuredPruner.check_model, sections=("mlpruning", "calibration")),
 ):
     register_method(_entry)
 

@@ -8,7 +8,7 @@ the model to :meth:`layer_plans` with ``compress.shrink_model``; then a block st
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar, Sequence
 
 from torch import nn
 
@@ -18,6 +18,13 @@ from .base import PruningMethod
 
 class ShrinkingMethod(PruningMethod):
     """A structured method whose result is a smaller model, not a mask."""
+
+    #: True: before ``finalize`` the run calls :meth:`calibrate` with labelled training batches
+    calibrated: ClassVar[bool] = False
+
+    def calibrate(self, model: nn.Module, batches: Sequence[dict[str, Any]]) -> None:
+        """Read calibration batches (with labels) after ``attach`` and before ``finalize``."""
+        raise NotImplementedError(f"{type(self).__name__} is not calibrated")
 
     @staticmethod
     def check_model(model: nn.Module, recipe: Any) -> None:

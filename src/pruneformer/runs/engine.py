@@ -145,7 +145,7 @@ class Run:
     def scores(self, model: nn.Module | None = None) -> dict[str, dict[str, float]]:
         return evaluate_splits(model or self.model, self.tokenized, self.collator, self.recipe.train.eval_batch_size)
 
-    def calibration_batches(self) -> list[dict[str, torch.Tensor]]:
+    def calibration_batches(self, labels: bool = False) -> list[dict[str, torch.Tensor]]:
         """``calibration.samples`` training examples (a sample fixed by the seed): padded batches with masks, or
         image batches."""
         c = self.recipe.calibration
@@ -154,8 +154,9 @@ class Run:
         rows = [train[int(i)] for i in order]
         device = next(self.model.parameters()).device
         batches = [self.collator(rows[i:i + c.batch_size]) for i in range(0, len(rows), c.batch_size)]
-        # model inputs only (token ids and masks, or pixels): the labels stay out
-        return [{k: v.to(device) for k, v in b.items() if k in MODEL_INPUTS or k == "pixel_values"} for b in batches]
+        # model inputs only (token ids and masks, or pixels); the labels only for methods that need a loss
+        wanted = (*MODEL_INPUTS, "pixel_values", *(("labels",) if labels else ()))
+        return [{k: v.to(device) for k, v in b.items() if k in wanted} for b in batches]
 
     def train(self, model: nn.Module, key: str, settings: TrainSettings, method: PruningMethod | None = None,
               distiller: Distiller | None = None, dev: bool = True, checkpoints: bool = True) -> PhaseResult:

@@ -103,6 +103,8 @@ def run_structured(run: Run, dense_scores: dict[str, dict[str, float]], shrinker
             result = train(model, key, method, distiller, plan.first_epochs)
         else:
             method.attach(model, targets)
+            if method.calibrated:  # a retraining-free choice (Fisher) reads labelled training examples
+                method.calibrate(model, run.calibration_batches(labels=True))
             result = PhaseResult(name=key)
         method.finalize()
         warning = method.convergence_warning()
