@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up .venv (idempotent), then prunes the embedded default: MiniLM-L6 on movie-review sentiment,
-# dense fine-tune -> SR-STE towards 2:4 (the benchmark's winner), and checks every pruned layer is exactly 2:4.
+# dense fine-tune -> ALPS one-shot 2:4 masks + masked retraining (alps-retrain, the benchmark's winner), and checks every pruned layer is exactly 2:4.
 # ~18 minutes on an idle 2-core CPU (measured from a fresh clone, set-up included). Pass extra `pruneformer prune` flags after the script name.
 set -euo pipefail
 cd "$(dirname "$0")/.."
