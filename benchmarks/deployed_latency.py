@@ -27,6 +27,8 @@ from pruneformer.deploy.runtime import OnnxClassifier
 from pruneformer.models.saved import load_pruned_model
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from structured import dense_model_of  # noqa: E402  (the sweep that wrote the records)
 
 
 def main() -> int:
@@ -43,9 +45,7 @@ def main() -> int:
     if not mine:
         print(f"no model of seed {args.seed} left on this machine: rerun the sweep's runs first")
         return 1
-    dense_dir = Path(mine[0]["model_dir"]).parents[1] / "dense" / "model"
-    shared = Path(mine[0]["model_dir"]).parents[3] / args.preset / f"seed{args.seed}" / "dense" / "model"
-    dense_dir = shared if (shared / "model.safetensors").is_file() else dense_dir
+    dense_dir = dense_model_of(mine[0], args.preset)
     dense, _, _ = load_pruned_model(dense_dir)
     models = {"dense | pytorch fp32": dense.eval()}
     accuracy = {"dense": {"test": mine[0]["dense_test"], "int8_test": mine[0].get("dense_int8_test")}}

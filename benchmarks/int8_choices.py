@@ -24,6 +24,9 @@ from pruneformer.runs.engine import prepare_data
 from pruneformer.runs.recipe import DataConfig
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from structured import dense_model_of  # noqa: E402  (the sweep that wrote the records)
+
 #: variant -> export_model keywords
 VARIANTS = {"dynamic": {"per_channel": False}, "per-channel": {"per_channel": True},
             "dynamic, ffn_out fp32": {"per_channel": False, "keep_fp32": ("classifier", "ffn_out")}}
@@ -47,9 +50,7 @@ def main() -> int:
             print(f"seed {seed}: no models left on this machine")
             continue
         dirs = {f"{r['method']} {r['fraction']:g}": (Path(r["model_dir"]), r["test"]) for r in mine}
-        dense_dir = Path(mine[0]["model_dir"]).parents[1] / "dense" / "model"
-        shared = Path(mine[0]["model_dir"]).parents[3] / args.preset / f"seed{seed}" / "dense" / "model"
-        dirs["dense"] = (shared if (shared / "model.safetensors").is_file() else dense_dir, mine[0]["dense_test"])
+        dirs["dense"] = (dense_model_of(mine[0], args.preset), mine[0]["dense_test"])
         splits = None
         for name in args.models:
             if name not in dirs:

@@ -62,6 +62,12 @@ def dense_dir(args, preset_name: str, seed: int) -> Path:
     return Path(args.work_dir) / f"structured-{preset_name}" / f"seed{seed}" / "dense"
 
 
+def dense_model_of(record: dict, preset_name: str) -> Path:
+    """The dense model a sweep record started from (for scripts that read the records: latency, int8 choices)."""
+    work_dir = Path(record["model_dir"]).parents[3]  # <work>/structured-<name>/seed<S>/<run>/model
+    return dense_dir(argparse.Namespace(work_dir=work_dir), preset_name, record["seed"]) / "model"
+
+
 def base_recipe(preset: dict, seed: int, out: Path) -> dict:
     return {
         "model": "embedded", "seed": seed, "output_dir": str(out),

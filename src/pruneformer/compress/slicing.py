@@ -33,14 +33,10 @@ from ..core.structure import LayerPlan, check_compressible
 from ..core.targets import all_targets, layer_stack, layer_stack_path
 from ..families import family_of
 from .modeling_shrunk_bert import ShrunkBertConfig, ShrunkBertForSequenceClassification
-from .swap import checked_indices, complement, shrink_by_swap
+from .swap import checked_indices, complement, head_rows, shrink_by_swap
 
 #: config.json keys that belong to the dense model's class, not to its shape.
 _DROPPED_CONFIG_KEYS = ("model_type", "architectures", "auto_map", "transformers_version", "pruneformer")
-
-
-def _head_rows(heads: list[int], dims: list[int], head_dim: int) -> torch.Tensor:
-    return torch.tensor([h * head_dim + d for h in heads for d in dims], dtype=torch.long)
 
 
 def shrink_model(model: nn.Module, plans: list[LayerPlan]) -> nn.Module:
@@ -82,7 +78,7 @@ def shrink_bert(model: nn.Module, plans: list[LayerPlan]) -> ShrunkBertForSequen
 
         p = f"bert.encoder.layer.{i}."
         attn, out = layer.attention.self, layer.attention.output
-        qk_rows, v_rows = _head_rows(heads, qk, head_dim), _head_rows(heads, v, head_dim)
+        qk_rows, v_rows = head_rows(heads, qk, head_dim), head_rows(heads, v, head_dim)
         for name, module, rows in (("query", attn.query, qk_rows), ("key", attn.key, qk_rows), ("value", attn.value, v_rows)):
             state[p + f"attention.self.{name}.weight"] = module.weight[rows].clone()
             state[p + f"attention.self.{name}.bias"] = module.bias[rows].clone()

@@ -49,12 +49,20 @@ def checked_indices(indices: list[int] | None, size: int, what: str) -> list[int
 
 def _pad(kept: list[int], width: int, size: int) -> list[int]:
     """``kept`` plus the first removed dimensions, up to ``width`` (removed dimensions are zero)."""
-    extra = [d for d in range(size) if d not in set(kept)][: width - len(kept)]
+    taken = set(kept)
+    extra = [d for d in range(size) if d not in taken][: width - len(kept)]
     return sorted(kept + extra)
 
 
-def _rows(heads: list[int], dims: list[int], head_dim: int) -> torch.Tensor:
+def head_rows(heads: list[int], dims: list[int], head_dim: int) -> torch.Tensor:
+    """Row indices of dimensions ``dims`` inside each of ``heads`` (heads of ``head_dim`` rows each)."""
     return torch.tensor([h * head_dim + d for h in heads for d in dims], dtype=torch.long)
+
+
+def _drop(state: dict[str, torch.Tensor], prefix: str) -> None:
+    """Remove every entry of ``state`` under module path ``prefix`` (the cut writes its own)."""
+    for key in [k for k in state if k.startswith(prefix + ".")]:
+        del state[key]
 
 
 def complement(kept: torch.Tensor, size: int) -> torch.Tensor:
@@ -77,8 +85,7 @@ def shrink_by_swap(model: nn.Module, plans: list[LayerPlan]) -> ShrunkModel:
     edits: dict[str, dict] = {"linears": {}, "rows": {}, "attributes": {}, "empty": {}}
 
     def put(path: str, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
-        for key in [k for k in state if k.startswith(path + ".")]:
-            del state[key]
+        _drop(state, path)
         state[path + ".weight"] = weight.clone()
         if bias is not None:
             state[path + ".bias"] = bias.clone()
@@ -115,9 +122,9 @@ def shrink_by_swap(model: nn.Module, plans: list[LayerPlan]) -> ShrunkModel:
 
 def _cut_attention(family: Family, model, mod, path, p, heads, kv, qk, v, head_dim, heads_total, groups, plan, put,
                    edits, state) -> None:
-    q_rows, k_rows, v_rows = _rows(heads, qk, head_dim), _rows(kv, qk, head_dim), _rows(kv, v, head_dim)
+    q_rows, k_rows, v_rows = head_rows(heads, qk, head_dim), head_rows(kv, qk, head_dim), head_rows(kv, v, head_dim)
     o = mod["attn_out"]
-    o_cols = _rows(heads, v, head_dim)  # o's input for query head h reads value head h // groups
+    o_cols = head_rows(heads, v, head_dim)  # o's input for query head h reads value head h // groups
     # what removed value outputs still add: their bias (softmax rows sum to 1), per query head
     value_bias = mod["value"].bias
     fold = torch.zeros(o.out_features, dtype=o.weight.dtype)
@@ -130,8 +137,7 @@ def _cut_attention(family: Family, model, mod, path, p, heads, kv, qk, v, head_d
     attention = p + family.attention_path
     inside = path["attn_out"].startswith(attention + ".")
     if not heads:
-        for key in [k for k in state if k.startswith(attention + ".")]:
-            del state[key]
+        _drop(state, attention)
         width = o.out_features if inside else 0
         edits["empty"][attention] = [width, keep_bias and inside]
         if inside and keep_bias:
@@ -178,8 +184,7 @@ def _put_out(path: str, weight: torch.Tensor, bias: torch.Tensor | None, rows: l
         put(path, weight, bias)
         return
     kept = torch.tensor(sorted(rows), dtype=torch.long)
-    for key in [k for k in state if k.startswith(path + ".")]:
-        del state[key]
+    _drop(state, path)
     state[path + ".weight"] = weight[kept].clone()
     state[path + ".rows"] = kept.clone()
     state[path + ".full_bias"] = bias.clone() if bias is not None else torch.zeros(weight.shape[0], dtype=weight.dtype)

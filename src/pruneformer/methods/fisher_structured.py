@@ -83,7 +83,7 @@ class FisherStructuredPruner(L1StructuredPruner):
                         key = f"{l}.{role}"
                         x, g = inputs[key], grads[key]
                         valid = mask.unsqueeze(-1).to(x.dtype) if mask is not None and x.dim() == 3 else 1.0
-                        per_example = (x * g * valid).flatten(1, -2).sum(1) if x.dim() == 3 else x * g  # [batch, in]
+                        per_example = (x * g * valid).sum(1) if x.dim() == 3 else x * g  # [batch, in]
                         units = self.importance[f"layer{l}.{kind}"].numel()
                         per_unit = per_example.view(per_example.shape[0], units, -1).sum(-1)
                         fisher[f"layer{l}.{kind}"] += per_unit.pow(2).sum(0).cpu()
@@ -97,8 +97,7 @@ class FisherStructuredPruner(L1StructuredPruner):
 
     def _accumulate(self, key: str, x: torch.Tensor, valid: Any, weight: torch.Tensor) -> None:
         """X^T X and X^T (X W^T) of the real tokens, for the rescaling solve."""
-        flat = (x * valid).reshape(-1, x.shape[-1]).double() if isinstance(valid, torch.Tensor) else \
-            x.reshape(-1, x.shape[-1]).double()
+        flat = (x * valid).reshape(-1, x.shape[-1]).double()  # padding rows zeroed: they add nothing
         s = self.stats.setdefault(key, {"xx": torch.zeros(x.shape[-1], x.shape[-1], dtype=torch.float64),
                                         "xy": torch.zeros(x.shape[-1], weight.shape[0], dtype=torch.float64)})
         s["xx"] += (flat.T @ flat).cpu()
