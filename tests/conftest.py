@@ -38,11 +38,15 @@ VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + GOOD + BAD + FILLER
 def make_tiny_model_dir(directory: Path, num_labels: int = 2, model_type: str = "bert") -> Path:
     """Save a random tiny BERT-family classifier (hidden 64, 2 layers, 4 heads, FFN 128) and tokenizer."""
     from transformers import (
+        AlbertConfig,
+        AlbertForSequenceClassification,
         BertConfig,
         BertForSequenceClassification,
         BertTokenizerFast,
         DistilBertConfig,
         DistilBertForSequenceClassification,
+        ModernBertConfig,
+        ModernBertForSequenceClassification,
     )
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -53,6 +57,17 @@ def make_tiny_model_dir(directory: Path, num_labels: int = 2, model_type: str = 
         config = DistilBertConfig(vocab_size=len(VOCAB), dim=64, n_layers=2, n_heads=4, hidden_dim=128,
                                   max_position_embeddings=64, num_labels=num_labels)
         model = DistilBertForSequenceClassification(config)
+    elif model_type == "modernbert":  # rotary, fused Wqkv and GLU Wi; layer 0 global, layer 1 local (window 8)
+        config = ModernBertConfig(vocab_size=len(VOCAB), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=96, max_position_embeddings=64, num_labels=num_labels,
+                                  global_attn_every_n_layers=2, local_attention=8, pad_token_id=0,
+                                  cls_token_id=2, sep_token_id=3, bos_token_id=2, eos_token_id=3)
+        model = ModernBertForSequenceClassification(config)
+    elif model_type == "albert":  # one layer's weights shared by 3 depths, factorised embedding
+        config = AlbertConfig(vocab_size=len(VOCAB), hidden_size=64, embedding_size=32, num_hidden_layers=3,
+                              num_attention_heads=4, intermediate_size=128, max_position_embeddings=64,
+                              num_labels=num_labels)
+        model = AlbertForSequenceClassification(config)
     else:
         config = BertConfig(vocab_size=len(VOCAB), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                             intermediate_size=128, max_position_embeddings=64, num_labels=num_labels)

@@ -105,9 +105,11 @@ def test_families_that_cannot_be_cut_refuse_in_one_line():
 def test_rotary_families_refuse_single_query_key_dimensions():
     from pruneformer.core.structure import LayerPlan
 
-    model = tiny_family_model("llama")
+    model = tiny_family_model("llama")  # head_dim 16: dimension i rotates with i + 8
     with pytest.raises(ValueError, match="pairs"):
         shrink_model(copy.deepcopy(model), [LayerPlan(qk_dims=list(range(8))), LayerPlan()])
+    shrunk = shrink_model(copy.deepcopy(model), [LayerPlan(qk_dims=[1, 2, 9, 10], v_dims=[0, 5, 6]), LayerPlan()])
+    assert shrunk.inner.model.layers[0].self_attn.rotary_index.tolist() == [1, 2, 9, 10]
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -132,14 +134,17 @@ def test_shrunk_models_export_to_onnx_with_parity(name, tmp_path):
 
 
 PAIRED_FAMILIES = ["bert", "distilbert", "dinov2", "electra", "roberta", "vit"]
+ROTARY_FAMILIES = ["llama", "qwen2"]  # grouped-query attention (2 KV heads), rotated pairs, SwiGLU
 
 
-@pytest.mark.parametrize("name", PAIRED_FAMILIES)
-@pytest.mark.parametrize("granularity", ["shared", "head"])
+@pytest.mark.parametrize("name,granularity", [(n, g) for n in PAIRED_FAMILIES for g in ("shared", "head")]
+                         + [(n, "shared") for n in ROTARY_FAMILIES])
 def test_spp_cut_equals_the_masked_model(name, granularity, tmp_path):
     """SPP's keep-masks over paired units (random, 60% kept) cut physically: the extracted model computes what
-    the model with those units zeroed computes, and reloads with plain transformers."""
-    from pruneformer.compress.paired import extract, layers_of, zero_removed
+    the model with those units zeroed computes (and what SPP's own mask hooks compute), holds exactly the
+    parameters :func:`removed_parameters` says it lost, and reloads with plain transformers."""
+    from pruneformer.compress.paired import extract, layers_of, removed_parameters, zero_removed
+    from pruneformer.methods.spp.search import UnitMasks
 
     model = tiny_family_model(name)
     layers = layers_of(model)
@@ -151,22 +156,35 @@ def test_spp_cut_equals_the_masked_model(name, granularity, tmp_path):
     batch = family_batch(name)
     expected = logits(masked, batch)
     assert (expected - logits(model, batch)).abs().max() > 1e-4
+    hooks = UnitMasks(layers, {f"{g}.{i}": keep[g][i].float() for g in keep for i in range(len(layers))})
+    assert (logits(model, batch) - expected).abs().max() <= 1e-5
+    hooks.remove()
     shrunk = extract(model, keep).eval()
     assert (logits(shrunk, batch) - expected).abs().max() <= 1e-5
+    parameters = sum(p.numel() for p in model.parameters())
+    assert sum(p.numel() for p in shrunk.parameters()) == parameters - removed_parameters(model, keep)
     assert kept_encoder_weights(shrunk) < kept_encoder_weights(model)
     save_shrunk_model(shrunk, None, tmp_path, {"method": "spp"})
     reloaded = getattr(transformers, AUTO[BUILDERS[name][1]]).from_pretrained(tmp_path, trust_remote_code=True)
     assert (logits(reloaded.eval(), batch) - expected).abs().max() <= 1e-5
 
 
-@pytest.mark.parametrize("name", ["llama", "qwen2"])
-def test_spp_refuses_rotary_grouped_families_in_one_line(name):
+@pytest.mark.parametrize("name", ROTARY_FAMILIES)
+def test_spp_units_of_rotary_grouped_families_are_pairs_of_key_value_heads(name):
+    """A query-key unit is a rotated pair of a key-value head's dimensions; per-head masks are refused in one
+    line before any search (each head would keep its own rotary frequencies)."""
     from pruneformer.compress.paired import layers_of
+    from pruneformer.errors import RecipeError
+    from pruneformer.methods.spp.search import SPPSearch
 
-    with pytest.raises(ModelError) as err:
-        layers_of(tiny_family_model(name))
-    message = str(err.value)
-    assert name in message and "rotated in pairs" in message and "mlpruning" in message and "\n" not in message
+    model = tiny_family_model(name)
+    layer = layers_of(model)[0]  # hidden 64, 4 heads of 16, 2 KV heads
+    assert (layer.mask_shape("qk", "shared"), layer.mask_shape("qk", "head"), layer.mask_shape("vo", "head")) == \
+        ((8,), (2, 8), (2, 16))
+    assert layer.qk_dims(torch.tensor([True] + [False] * 6 + [True])) == [0, 7, 8, 15]
+    with pytest.raises(RecipeError) as err:
+        SPPSearch(granularity="head").attach(model, resolve_targets(model))
+    assert "rotary" in str(err.value) and "granularity: shared" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_deberta_v2_gets_nm_masks_through_its_roles_and_refuses_a_cut():
@@ -187,3 +205,49 @@ def test_deberta_v2_gets_nm_masks_through_its_roles_and_refuses_a_cut():
     with pytest.raises(ModelError) as err:
         check_compressible(model)
     assert "deberta-v2" in str(err.value) and "relative-position" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("model_type", ["modernbert", "albert"])
+def test_encoders_without_a_cut_prune_to_nm_export_and_refuse_a_cut(model_type, tiny_task, tmp_path):
+    """ModernBERT (fused Wqkv and GLU Wi, rotary) and ALBERT (one layer shared by every depth): ``prune`` with
+    N:M masks end to end, the saved model keeps 2:4, exports to ONNX with parity; a physical cut is refused
+    in one line naming why."""
+    from conftest import make_tiny_model_dir
+
+    from pruneformer.deploy.export import export_model
+    from pruneformer.models.saved import load_pruned_model
+    from pruneformer.runs.pipeline import run
+    from pruneformer.runs.recipe import build_recipe
+
+    source = make_tiny_model_dir(tmp_path / model_type, model_type=model_type)
+    recipe = build_recipe({"model": str(source), "output_dir": str(tmp_path / "run"), "seed": 0,
+                           "data": {"source": str(tiny_task["train"]), "max_length": 16},
+                           "train": {"batch_size": 16, "checkpoint_every": 100},
+                           "dense": {"epochs": 1.0, "lr": 1e-3},
+                           "prune": {"method": "magnitude-retrain", "pattern": "2:4", "epochs": 1.0, "lr": 1e-3}})
+    report = run(recipe, progress=False, log=lambda _: None)
+    model, _, _ = load_pruned_model(report["model_dir"])
+    targets = resolve_targets(model)
+    assert len(targets) == (8 if model_type == "modernbert" else 6)
+    zeros = [float(t.linear_weight.eq(0).float().view(-1, 4).sum(1).min()) for t in targets]
+    assert min(zeros) >= 2  # every group of 4 holds at least 2 zeros
+    record = export_model(report["model_dir"], tmp_path / "onnx", quantize="int8", log=lambda line: None)
+    assert record["check"]["fp32"]["max_abs_diff"] <= 1e-5
+    with pytest.raises(ModelError) as err:
+        check_compressible(model)
+    assert model_type in str(err.value) and ("Wqkv" if model_type == "modernbert" else "LayerNorm") in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_unsupported_layouts_are_refused_in_one_line_naming_why():
+    from pruneformer.families import family_for_type
+
+    with pytest.raises(ModelError) as err:
+        family_for_type("swin")
+    assert "swin" in str(err.value) and "patch merging" in str(err.value) and "\n" not in str(err.value)
+    albert = transformers.AlbertForSequenceClassification(transformers.AlbertConfig(
+        vocab_size=100, hidden_size=64, embedding_size=32, num_hidden_layers=4, num_hidden_groups=2,
+        num_attention_heads=4, intermediate_size=64))
+    with pytest.raises(ModelError) as err:
+        resolve_targets(albert)
+    assert "num_hidden_groups=2" in str(err.value) and "\n" not in str(err.value)

@@ -68,3 +68,33 @@ def test_search_extract_reload_and_errors(tiny_model_dir, tiny_task, tmp_path):
         model.bert.encoder.layer[0].intermediate.dense.weight.mul_(1.01)
     model.save_pretrained(other / "model")
     one_line_error(runner.invoke(app, ["spp-extract", str(other), "--ratio", "0.3"]), "another model")
+
+
+def test_search_and_extract_a_grouped_rotary_llama(tiny_task, tmp_path):
+    """The same two commands on a Llama classifier (2 KV heads, rotary pairs, SwiGLU): the cut models reload
+    with plain transformers and export to ONNX with parity (each layer reads its kept pairs' cos / sin)."""
+    from conftest import VOCAB
+    from llm_fixtures import save_tiny_llama_dir
+    from transformers import AutoModelForSequenceClassification
+
+    from pruneformer.deploy.export import export_model
+
+    llama = save_tiny_llama_dir(tmp_path / "llama", VOCAB)
+    out = tmp_path / "search"
+    result = runner.invoke(app, ["spp-search", "--model", str(llama), "--data", str(tiny_task["train"]),
+                                 "--max-length", "16", "--dense-epochs", "1", "--epochs", "1", "--alpha", "5",
+                                 "--nu", "20", "--finetune-epochs", "0", "--quiet", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["spp-extract", str(out), "--ratio", "0.5", "--quiet"])
+    assert result.exit_code == 0, result.output
+    row = json.loads((out / "spp_extract.json").read_text())[0]
+    dense, _, _ = load_pruned_model(out / "model")
+    assert row["parameters"] < sum(p.numel() for p in dense.parameters())
+    model = AutoModelForSequenceClassification.from_pretrained(row["model_dir"], trust_remote_code=True).eval()
+    assert sum(p.numel() for p in model.parameters()) == row["parameters"]
+    kept = [layer.self_attn.rotary_index.tolist() for layer in model.inner.model.layers
+            if hasattr(layer.self_attn, "rotary_index")]
+    assert kept  # at least one layer kept fewer pairs; head_dim 8: dimension d rotates with d + 4
+    assert all(sorted(k) == k and {d + 4 for d in k if d < 4} == {d for d in k if d >= 4} for k in kept)
+    record = export_model(row["model_dir"], tmp_path / "onnx", log=lambda line: None)
+    assert record["check"]["fp32"]["max_abs_diff"] <= 1e-4

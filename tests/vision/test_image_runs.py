@@ -68,13 +68,15 @@ def test_prune_an_image_classifier_end_to_end(image_folder, tmp_path, family, me
     model_dir = tiny_image_model_dir(tmp_path / "model", family)
     recipe = build_recipe({
         "model": str(model_dir), "output_dir": str(tmp_path / "run"), "seed": 0,
-        "data": {"source": str(image_folder), "augment": True},
+        # DINOv2 at another resolution than its config's 28 (its position embeddings are interpolated)
+        "data": {"source": str(image_folder), "augment": True, **({"image_size": 42} if family == "dinov2" else {})},
         "dense": {"epochs": 2.0, "lr": 1e-3}, "prune": {"method": method, "epochs": 1.0, "lr": 1e-3},
         "mlpruning": {"target": 0.5, "threshold_init": 3.0}, "train": {"batch_size": 8, "checkpoint_every": 100}})
     report = run(recipe, progress=False, log=lambda _: None)
     assert report["dense"]["dev"]["accuracy"] >= 0.66  # colour is easy: the dense fine-tune learns it
     model, processor, info = load_pruned_model(report["model_dir"])
     assert info["method"] == method
+    assert processor.crop_size["height"] == (42 if family == "dinov2" else 28)  # saved with the model it trained
     if method not in ("magnitude-retrain", "alps-retrain"):
         assert report["structured"]["remaining_fraction"] <= 0.5 + 1e-9
         remote = transformers.AutoModelForImageClassification.from_pretrained(report["model_dir"], trust_remote_code=True)
@@ -83,6 +85,19 @@ def test_prune_an_image_classifier_end_to_end(image_folder, tmp_path, family, me
             assert (remote.eval()(**pixels).logits - model.eval()(**pixels).logits).abs().max() <= 1e-5
     else:
         assert report["overall_sparsity"] == pytest.approx(0.5, abs=1e-6)
+
+
+def test_image_size_is_checked_before_any_work(image_folder, tmp_path):
+    from pruneformer.errors import RecipeError
+
+    for family, size, words in (("vit", 42, "only their config's image_size 28"), ("dinov2", 40, "patch size 14")):
+        model_dir = tiny_image_model_dir(tmp_path / family, family)
+        recipe = build_recipe({"model": str(model_dir), "output_dir": str(tmp_path / f"run-{family}"),
+                               "data": {"source": str(image_folder), "image_size": size},
+                               "prune": {"method": "magnitude-retrain"}})
+        with pytest.raises(RecipeError) as err:
+            run(recipe, progress=False, log=lambda _: None)
+        assert words in str(err.value) and "\n" not in str(err.value)
 
 
 def test_compare_runs_on_an_image_task_unchanged(image_folder, tmp_path):

@@ -14,7 +14,9 @@ then edited, in this order, as ``config.json`` says:
   the others are its bias alone (:class:`RowLinear`, full-size bias);
 * ``attributes``: ``{path: {name: value}}``: per-layer head width and attention scale written onto the
   attention module, whose forward splits heads with ``view(..., -1, head_size)``;
-* ``empty``: ``{path: [width, bias]}``: an attention block with no head left returns its bias (or zeros).
+* ``empty``: ``{path: [width, bias]}``: an attention block with no head left returns its bias (or zeros);
+* ``rotary``: ``{path: [kept dimensions]}``: a rotary attention block that kept fewer rotated pairs reads only
+  their columns of the cos / sin table the model shares between layers (a forward pre-hook, :func:`_slice_rotary`).
 """
 
 from __future__ import annotations
@@ -37,13 +39,14 @@ class ShrunkConfig(PretrainedConfig):
 
     def __init__(self, base_config: dict[str, Any] | None = None, task: str = "AutoModelForSequenceClassification",
                  linears: dict | None = None, rows: dict | None = None, attributes: dict | None = None,
-                 empty: dict | None = None, **kwargs: Any) -> None:
+                 empty: dict | None = None, rotary: dict | None = None, **kwargs: Any) -> None:
         self.base_config = dict(base_config or {})
         self.task = task
         self.linears = dict(linears or {})
         self.rows = dict(rows or {})
         self.attributes = dict(attributes or {})
         self.empty = dict(empty or {})
+        self.rotary = dict(rotary or {})
         for key in MIRRORED:
             if key in self.base_config and key not in kwargs:
                 kwargs[key] = self.base_config[key]
@@ -89,6 +92,18 @@ class EmptyAttention(nn.Module):
         return out, None
 
 
+def _slice_rotary(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Forward pre-hook: the (cos, sin) position embeddings restricted to the block's kept dimensions."""
+    index = module.rotary_index
+    if "position_embeddings" in kwargs:
+        cos, sin = kwargs["position_embeddings"]
+        kwargs = {**kwargs, "position_embeddings": (cos.index_select(-1, index), sin.index_select(-1, index))}
+    else:
+        cos, sin = args[1]
+        args = (args[0], (cos.index_select(-1, index), sin.index_select(-1, index)), *args[2:])
+    return args, kwargs
+
+
 def _set(root: nn.Module, path: str, module: nn.Module) -> None:
     parent, _, name = path.rpartition(".")
     setattr(root.get_submodule(parent) if parent else root, name, module)
@@ -106,6 +121,11 @@ def apply_edits(model: nn.Module, config: ShrunkConfig) -> nn.Module:
             setattr(module, name, value)
     for path, (width, bias) in config.empty.items():
         _set(model, path, EmptyAttention(int(width), bool(bias)))
+    for path, kept in config.rotary.items():
+        module = model.get_submodule(path)
+        # persistent, as RowLinear's rows: from_pretrained builds on the meta device and loads it from the weights
+        module.register_buffer("rotary_index", torch.tensor([int(d) for d in kept], dtype=torch.long))
+        module.register_forward_pre_hook(_slice_rotary, with_kwargs=True)
     return model
 
 

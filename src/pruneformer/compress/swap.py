@@ -9,7 +9,9 @@ family comes from :class:`~pruneformer.families.Family`:
 * one head width per layer (the family's forward splits heads with ``view(..., -1, head_size)``): when query-key
   and value keep different widths, the narrower is padded with removed dimensions, which are zero (exact;
   the padding costs parameters only);
-* rotary families keep every query-key dimension (a cut of single rotated dimensions is refused);
+* rotary families keep whole rotated pairs of query-key dimensions (``i`` with ``i + head_dim / 2``; a cut
+  of single rotated dimensions is refused); a layer that keeps fewer pairs reads only their columns of the
+  shared cos / sin table (``rotary`` edits, :mod:`.modeling_shrunk`);
 * a gated FFN cuts its gate rows with its up rows.
 """
 
@@ -54,6 +56,18 @@ def _pad(kept: list[int], width: int, size: int) -> list[int]:
     return sorted(kept + extra)
 
 
+def _pad_pairs(kept: list[int], width: int, size: int, layer: int, family: str) -> list[int]:
+    """Rotated query-key dimensions: ``kept`` must hold whole pairs (``i`` and ``i + size / 2``); padded with
+    the first removed pairs up to ``width`` (rounded up to even)."""
+    half = size // 2
+    pairs = [d for d in kept if d < half]
+    if sorted(pairs + [d + half for d in pairs]) != kept:
+        raise ValueError(f"layer {layer}: {family} rotates query-key dimensions in pairs (i with i + {half}); "
+                         f"a cut keeps whole pairs or whole heads, got {kept}")
+    padded = _pad(pairs, (width + 1) // 2, half)
+    return sorted(padded + [d + half for d in padded])
+
+
 def head_rows(heads: list[int], dims: list[int], head_dim: int) -> torch.Tensor:
     """Row indices of dimensions ``dims`` inside each of ``heads`` (heads of ``head_dim`` rows each)."""
     return torch.tensor([h * head_dim + d for h in heads for d in dims], dtype=torch.long)
@@ -82,7 +96,7 @@ def shrink_by_swap(model: nn.Module, plans: list[LayerPlan]) -> ShrunkModel:
     heads_total, kv_total = family.num_heads(config), family.num_kv_heads(config)
     groups = heads_total // kv_total
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    edits: dict[str, dict] = {"linears": {}, "rows": {}, "attributes": {}, "empty": {}}
+    edits: dict[str, dict] = {"linears": {}, "rows": {}, "attributes": {}, "empty": {}, "rotary": {}}
 
     def put(path: str, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         _drop(state, path)
@@ -103,9 +117,10 @@ def shrink_by_swap(model: nn.Module, plans: list[LayerPlan]) -> ShrunkModel:
                              f"a cut keeps whole groups, got heads {heads}")
         qk = checked_indices(plan.qk_dims, head_dim, f"layer {i} qk_dims")
         v = checked_indices(plan.v_dims, head_dim, f"layer {i} v_dims")
-        if family.rotary and len(qk) != head_dim:
-            raise ValueError(f"layer {i}: {family.name} rotates query-key dimensions in pairs; cut whole heads instead")
         width = max(len(qk), len(v)) if heads else 0
+        if family.rotary:
+            qk = _pad_pairs(qk, width, head_dim, i, family.name)
+            width = len(qk) if heads else 0
         qk, v = _pad(qk, width, head_dim), _pad(v, width, head_dim)
         _cut_attention(family, model, mod, path, p, heads, kv, qk, v, head_dim, heads_total, groups, plan, put, edits, state)
         _cut_ffn(family, config, mod, path, plan, put, edits, state, i)
@@ -158,6 +173,9 @@ def _cut_attention(family: Family, model, mod, path, p, heads, kv, qk, v, head_d
         edits["attributes"][attention] |= {"num_attention_heads": len(heads)}
     if hasattr(module, "all_head_size"):
         edits["attributes"][attention] |= {"all_head_size": len(heads) * len(qk)}
+    if family.rotary and len(qk) != head_dim:  # the kept pairs' columns of the cos / sin table
+        edits["rotary"][attention] = list(qk)
+        state[attention + ".rotary_index"] = torch.tensor(qk, dtype=torch.long)
     _put_out(path["attn_out"], o.weight[:, o_cols], o_bias if keep_bias else None, plan.attn_out_rows, put, edits, state)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
 from torch import nn
 
 from ..errors import ModelError, RecipeError
@@ -77,7 +78,16 @@ def check_compressible(model: nn.Module) -> Family:
 
 @dataclass(frozen=True)
 class PairedLayer:
-    """The six Linears of one transformer layer and its head layout."""
+    """The Linears of one transformer layer that SPP's pairs span, and its head layout.
+
+    A paired unit belongs to a *key-value* head: with grouped-query attention (``kv_heads`` < ``num_heads``)
+    the key and value rows of one KV head are read by ``groups`` query heads, so a query-key unit owns one key
+    row and the matching row of every query head of its group, and a value-output unit one value row and the
+    matching attention-output column of every query head of its group. In a ``rotary`` family a query-key unit
+    is a rotated *pair* of dimensions (``i`` and ``i + head_dim / 2``, the ``rotate_half`` convention): a single
+    rotated dimension mixes with its partner, so only whole pairs can be removed. ``ffn_gate`` (SwiGLU) is
+    cut with ``ffn_in``, unit by unit.
+    """
 
     index: int
     query: nn.Linear
@@ -87,6 +97,18 @@ class PairedLayer:
     ffn_in: nn.Linear
     ffn_out: nn.Linear
     num_heads: int
+    kv_heads: int = 0  # 0: as many as num_heads
+    rotary: bool = False
+    ffn_gate: nn.Linear | None = None
+
+    @property
+    def key_heads(self) -> int:
+        return self.kv_heads or self.num_heads
+
+    @property
+    def groups(self) -> int:
+        """Query heads per key-value head."""
+        return self.num_heads // self.key_heads
 
     @property
     def head_dim(self) -> int:
@@ -94,7 +116,12 @@ class PairedLayer:
 
     @property
     def v_head_dim(self) -> int:
-        return self.value.out_features // self.num_heads
+        return self.value.out_features // self.key_heads
+
+    @property
+    def qk_units(self) -> int:
+        """Query-key units per head: dimensions, or rotated pairs of them."""
+        return self.head_dim // 2 if self.rotary else self.head_dim
 
     @property
     def intermediate_size(self) -> int:
@@ -103,42 +130,51 @@ class PairedLayer:
     def mask_shape(self, group: str, granularity: Granularity) -> tuple[int, ...]:
         if group == "ffn":
             return (self.intermediate_size,)
-        dim = self.head_dim if group == "qk" else self.v_head_dim
-        return (self.num_heads, dim) if granularity == "head" else (dim,)
+        dim = self.qk_units if group == "qk" else self.v_head_dim
+        return (self.key_heads, dim) if granularity == "head" else (dim,)
+
+    def per_row(self, group: str, mask: torch.Tensor) -> torch.Tensor:
+        """A qk / vo mask (per head or shared, over units) as one value per row of the key-value heads'
+        projections ([kv_heads * head_dim]); a rotated pair's value on both of its dimensions."""
+        per_head = mask if mask.ndim == 2 else mask.unsqueeze(0).expand(self.key_heads, -1)
+        if group == "qk" and self.rotary:
+            per_head = torch.cat([per_head, per_head], -1)
+        return per_head.reshape(-1)
+
+    def qk_dims(self, keep: torch.Tensor) -> list[int]:
+        """The kept dimensions inside a head of a shared qk keep-mask (both dimensions of each kept pair)."""
+        units = keep.nonzero().flatten().tolist()
+        return sorted(units + [u + self.qk_units for u in units]) if self.rotary else units
+
+    def check_granularity(self, granularity: Granularity) -> None:
+        """Per-head masks would give the heads of a rotary layer different kept pairs, hence different rotary
+        frequencies at the same position of the shrunk head, which the family's attention cannot express."""
+        if self.rotary and granularity == "head":
+            raise RecipeError("SPP's per-head masks cannot be cut from a rotary model: each head would keep its own "
+                              "rotary frequencies.", "use spp.granularity: shared")
 
 
 def num_heads_of(model: nn.Module) -> int:
     return family_of(model).num_heads(model.config)
 
 
-def check_paired_cut(model: nn.Module) -> Family:
-    """The family, if SPP's paired units (single query-key, value-output and FFN dimensions) can be cut from it;
-    a one-line :class:`ModelError` before any search otherwise."""
-    family = check_compressible(model)
-    reasons = [why for applies, why in (
-        (family.rotary, "its query-key dimensions are rotated in pairs by a position table shared by all layers"),
-        (family.num_kv_heads(model.config) != family.num_heads(model.config),
-         "its key-value heads are shared by groups of query heads"),
-        (family.gated, "its FFN is gated")) if applies]
-    if reasons:
-        raise ModelError(f"SPP's paired cut does not support {family.name} models yet: {'; '.join(reasons)}.",
-                         "use --method mlpruning or l1-structured, which cut it by whole heads and FFN units")
-    return family
-
-
 def paired_layers(model: nn.Module, targets: list[Target]) -> list[PairedLayer]:
-    """Group targets by layer; every layer needs all six roles, since the pairs span them."""
-    check_paired_cut(model)
+    """Group targets by layer; every layer needs all six roles (and a gated family its gate), since the pairs
+    span them. A one-line :class:`ModelError` before any search where the family cannot be cut."""
+    family = check_compressible(model)
     heads = num_heads_of(model)
+    kv_heads = family.num_kv_heads(model.config)
+    required = PAIRED_ROLES + (("ffn_gate",) if family.gated else ())
     by_layer: dict[int, dict[str, nn.Linear]] = {}
     for t in targets:
         by_layer.setdefault(t.layer, {})[t.role] = t.module
     layers = []
     for index in sorted(by_layer):
         roles = by_layer[index]
-        missing = [r for r in PAIRED_ROLES if r not in roles]
+        missing = [r for r in required if r not in roles]
         if missing:
             raise RecipeError(f"SPP masks paired dimensions, but layer {index} has no {missing[0]} target.",
                               "do not --include/--exclude single roles with SPP")
-        layers.append(PairedLayer(index, num_heads=heads, **roles))
+        layers.append(PairedLayer(index, num_heads=heads, kv_heads=kv_heads, rotary=family.rotary,
+                                  **{r: roles[r] for r in required}))
     return layers

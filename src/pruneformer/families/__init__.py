@@ -1,7 +1,21 @@
 """Model families: one module per family, one registry (:mod:`.base`). Importing this package registers the
 built-in families."""
 
-from . import bert, deberta_v2, dinov2, distilbert, electra, ernie, gpt2, llama, qwen2, roberta, vit  # noqa: F401
+from . import (  # noqa: F401
+           albert,
+           bert,
+           deberta_v2,
+           dinov2,
+           distilbert,
+           electra,
+           ernie,
+           gpt2,
+           llama,
+           modernbert,
+           qwen2,
+           roberta,
+           vit,
+)
 from .base import (
            Family,
            families,

@@ -36,7 +36,8 @@ class Family:
     ``cut``: how physical shrinking works, None with ``no_cut_reason`` where it does not.
     ``rotary``: query/key dimensions are rotated in pairs (a cut of single query-key dimensions is refused).
     ``head_module``: the task head's last name (``classifier``; decoders' sequence classifiers call it ``score``),
-    what ``--keep-fp32 classifier`` keeps in fp32.
+    what ``--keep-fp32 classifier`` keeps in fp32. ``config_equals``: config values the layout assumes (ALBERT's
+    single layer group); another value is refused in one line when the model is first looked at.
     """
 
     name: str
@@ -54,6 +55,7 @@ class Family:
     kv_head_config_key: str | None = None
     activation_config_key: str = "hidden_act"
     head_module: str = "classifier"
+    config_equals: Mapping[str, Any] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -74,6 +76,14 @@ class Family:
         value = getattr(config, self.kv_head_config_key, None) if self.kv_head_config_key else None
         return int(value) if value else self.num_heads(config)
 
+    def check_config(self, config: Any) -> None:
+        """Raise :class:`ModelError` when ``config`` has a value this family's layout does not describe."""
+        for key, expected in self.config_equals.items():
+            found = getattr(config, key, expected)
+            if found != expected:
+                raise ModelError(f"{self.name} models with {key}={found} are not supported (the layout assumes "
+                                 f"{key}={expected}).", f"use a checkpoint with {key}={expected}")
+
     def check_cut(self) -> None:
         """Raise :class:`ModelError` (before any training) when this family cannot be shrunk physically."""
         if self.cut is None:
@@ -83,6 +93,13 @@ class Family:
 
 _FAMILIES: dict[str, Family] = {}
 _BY_TYPE: dict[str, Family] = {}
+#: Model types users bring that no family describes, and why (said instead of "no known layout").
+UNSUPPORTED: dict[str, str] = {
+    "swin": "its blocks sit in four stages of different widths joined by patch merging, with windowed attention "
+            "and a relative-position bias per block, not in one stack of equal layers",
+    "swinv2": "its blocks sit in four stages of different widths joined by patch merging, with windowed attention, "
+              "not in one stack of equal layers",
+}
 
 
 def register_family(family: Family, replace: bool = False) -> Family:
@@ -115,6 +132,9 @@ def supported_model_types() -> set[str]:
 
 def family_for_type(model_type: str | None) -> Family:
     """The family of a ``config.model_type``; a one-line error naming the known ones otherwise."""
+    if model_type in UNSUPPORTED and model_type not in _BY_TYPE:
+        raise ModelError(f"Model type '{model_type}' is not supported: {UNSUPPORTED[model_type]}.",
+                         "use a ViT, DeiT or DINOv2 backbone for images, or register a family (pruneformer.families)")
     if model_type not in _BY_TYPE:
         raise ModelError(f"Model type '{model_type or 'unknown'}' has no known layer layout.",
                          f"use one of: {', '.join(sorted(_BY_TYPE))}, or register a family (pruneformer.families)")
@@ -124,4 +144,6 @@ def family_for_type(model_type: str | None) -> Family:
 def family_of(model: nn.Module) -> Family:
     """The family of a model, read from its config (a shrunk model's: the family it was cut from)."""
     config = getattr(model, "config", None)
-    return family_for_type(getattr(config, "base_model_type", None) or getattr(config, "model_type", None))
+    family = family_for_type(getattr(config, "base_model_type", None) or getattr(config, "model_type", None))
+    family.check_config(config)
+    return family

@@ -22,7 +22,7 @@ from transformers import DataCollatorWithPadding, set_seed
 
 from ..data import DataBundle, load_data, tokenize_bundle
 from ..data.images import ImageCollator, image_bundle
-from ..errors import PruneformerError
+from ..errors import PruneformerError, RecipeError
 from ..families import family_of
 from ..methods import PruningMethod
 from ..models.loading import load_classifier
@@ -218,10 +218,33 @@ def open_run(recipe: Any, options: RunOptions) -> Run:
     return run
 
 
+def set_image_size(processor: Any, model: nn.Module, size: int) -> None:
+    """In place: ``processor`` crops ``size`` x ``size`` pixels (the processor is saved with the pruned model, so
+    export, latency and inference see the same resolution). Families whose position embeddings are fixed to
+    the config's ``image_size`` (ViT, DeiT) refuse another size; DINOv2 interpolates them."""
+    family = family_of(model)
+    settings = getattr(model.config, "base_config", None) or model.config.to_dict()  # a shrunk model: its family's
+    native, patch = settings.get("image_size"), settings.get("patch_size") or 1
+    if size % patch:
+        raise RecipeError(f"data.image_size {size} is not a multiple of the model's patch size {patch}.",
+                          f"use a multiple of {patch}, e.g. {size // patch * patch or patch}")
+    if size != native and not family.extra.get("interpolates_positions"):
+        raise RecipeError(f"{family.name} models see only their config's image_size {native}, not {size}.",
+                          f"drop data.image_size or set it to {native}")
+    if getattr(processor, "do_center_crop", False) and getattr(processor, "crop_size", None):
+        processor.size = {"shortest_edge": round(size * 8 / 7)}
+        processor.crop_size = {"height": size, "width": size}
+    else:
+        processor.size = {"height": size, "width": size}
+
+
 def model_inputs(bundle: DataBundle, model: nn.Module, preprocessor: Any, recipe: Any) -> tuple[DataBundle, Any]:
     """The splits as the model's inputs and the collator that batches them, by the model family's modality:
     token ids padded per batch, or image paths read into pixels by the model's image processor."""
-    if family_of(model).modality == "image":  # the "tokenizer" is the model's image processor
+    family = family_of(model)
+    if family.modality == "image":  # the "tokenizer" is the model's image processor
+        if recipe.data.image_size:
+            set_image_size(preprocessor, model, recipe.data.image_size)
         return image_bundle(bundle, recipe.data.augment), ImageCollator(preprocessor, seed=recipe.seed)
     return tokenize_bundle(bundle, preprocessor, recipe.data.max_length), DataCollatorWithPadding(preprocessor)
 

@@ -44,6 +44,8 @@ class DataConfig(Settings):
     task_type: Literal["auto", "classification", "regression"] = "auto"
     max_length: int = Field(64, ge=8, le=4096)
     augment: bool = Field(False, description="images: random crops and flips of the training images")
+    image_size: int | None = Field(None, ge=14, le=1024, description="images: the square crop in pixels the model "
+                                   "sees (shortest edge resized to 8/7 of it first); default: the model's processor's")
     max_train: int | None = Field(None, ge=1, description="subsample the training split (presets)")
     max_eval: int | None = Field(None, ge=1, description="subsample dev/test")
 

@@ -4,9 +4,11 @@ Masks sit on the *inner* dimension of the three paired products of each layer, s
 removes one rank of that product and keeps the layer's input and output sizes:
 
 * ``qk``: query-key, one entry per head dimension, shared by Q and K (scales the query output: the score
-  q^T diag(m) k needs the mask once);
+  q^T diag(m) k needs the mask once; with grouped-query attention the key output, read by the whole group;
+  in a rotary family one entry per rotated pair of dimensions);
 * ``vo``: value-output, one entry per value dimension (scales the attention-output Linear's input, which
-  equals scaling V's rows because attention mixes positions linearly per channel);
+  equals scaling V's rows because attention mixes positions linearly per channel; with grouped-query
+  attention the value output);
 * ``ffn``: FFN in-out, one entry per hidden unit (scales FFN-out's input, after the activation).
 
 ``granularity="head"`` gives every head its own qk/vo vector ([heads, head_dim]); ``"shared"`` one vector
@@ -45,19 +47,21 @@ class UnitMasks:
         self.masks = masks
         self.handles = []
         for layer in layers:
-            heads = layer.num_heads
-            self.handles += [
-                layer.query.register_forward_hook(
-                    lambda m, i, out, k=f"qk.{layer.index}", h=heads: out * self._flat(k, h)),
-                layer.attn_out.register_forward_pre_hook(
-                    lambda m, i, k=f"vo.{layer.index}", h=heads: (i[0] * self._flat(k, h), *i[1:])),
-                layer.ffn_out.register_forward_pre_hook(
-                    lambda m, i, k=f"ffn.{layer.index}": (i[0] * self.masks[k], *i[1:])),
-            ]
+            qk, vo, ffn = (f"{g}.{layer.index}" for g in GROUPS)
+            if layer.groups == 1:  # one query per key head: scale the query output and the attention output's input
+                self.handles += [
+                    layer.query.register_forward_hook(lambda m, i, out, k=qk, lay=layer: out * self._rows(lay, k)),
+                    layer.attn_out.register_forward_pre_hook(
+                        lambda m, i, k=vo, lay=layer: (i[0] * self._rows(lay, k), *i[1:]))]
+            else:  # grouped keys and values: scale the key-value heads' own outputs, which every query head reads
+                self.handles += [
+                    layer.key.register_forward_hook(lambda m, i, out, k=qk, lay=layer: out * self._rows(lay, k)),
+                    layer.value.register_forward_hook(lambda m, i, out, k=vo, lay=layer: out * self._rows(lay, k))]
+            self.handles.append(layer.ffn_out.register_forward_pre_hook(
+                lambda m, i, k=ffn: (i[0] * self.masks[k], *i[1:])))
 
-    def _flat(self, key: str, heads: int) -> torch.Tensor:
-        mask = self.masks[key]
-        return mask.reshape(-1) if mask.ndim == 2 else mask.repeat(heads)
+    def _rows(self, layer: PairedLayer, key: str) -> torch.Tensor:
+        return layer.per_row(key.split(".")[0], self.masks[key])
 
     def remove(self) -> None:
         for handle in self.handles:
@@ -94,6 +98,7 @@ class SPPSearch(PruningMethod):
         self.model = model
         self.targets = list(targets)
         self.layers = paired_layers(model, self.targets)
+        self.layers[0].check_granularity(self.granularity)
         device = next(model.parameters()).device
         shapes = {f"{g}.{layer.index}": layer.mask_shape(g, self.granularity) for layer in self.layers for g in GROUPS}
         self.lbi = LinearizedBregman(shapes, device=device, **self.settings)
