@@ -43,6 +43,8 @@ def make_tiny_model_dir(directory: Path, num_labels: int = 2, model_type: str = 
         BertConfig,
         BertForSequenceClassification,
         BertTokenizerFast,
+        DebertaV2Config,
+        DebertaV2ForSequenceClassification,
         DistilBertConfig,
         DistilBertForSequenceClassification,
         ModernBertConfig,
@@ -63,6 +65,10 @@ def make_tiny_model_dir(directory: Path, num_labels: int = 2, model_type: str = 
                                   global_attn_every_n_layers=2, local_attention=8, pad_token_id=0,
                                   cls_token_id=2, sep_token_id=3, bos_token_id=2, eos_token_id=3)
         model = ModernBertForSequenceClassification(config)
+    elif model_type == "deberta-v2":  # disentangled attention: relative positions through query and key
+        config = DebertaV2Config(vocab_size=len(VOCAB), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                 intermediate_size=128, max_position_embeddings=64, num_labels=num_labels)
+        model = DebertaV2ForSequenceClassification(config)
     elif model_type == "albert":  # one layer's weights shared by 3 depths, factorised embedding
         config = AlbertConfig(vocab_size=len(VOCAB), hidden_size=64, embedding_size=32, num_hidden_layers=3,
                               num_attention_heads=4, intermediate_size=128, max_position_embeddings=64,

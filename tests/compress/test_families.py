@@ -207,9 +207,13 @@ def test_deberta_v2_gets_nm_masks_through_its_roles_and_refuses_a_cut():
     assert "deberta-v2" in str(err.value) and "relative-position" in str(err.value) and "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("model_type", ["modernbert", "albert"])
+NO_CUT = {"modernbert": ("Wqkv", 8), "albert": ("LayerNorm", 6), "deberta-v2": ("relative-position", 12)}
+
+
+@pytest.mark.parametrize("model_type", sorted(NO_CUT))
 def test_encoders_without_a_cut_prune_to_nm_export_and_refuse_a_cut(model_type, tiny_task, tmp_path):
-    """ModernBERT (fused Wqkv and GLU Wi, rotary) and ALBERT (one layer shared by every depth): ``prune`` with
+    """ModernBERT (fused Wqkv and GLU Wi, rotary), ALBERT (one layer shared by every depth) and DeBERTa-v2
+    (disentangled attention): ``prune`` with
     N:M masks end to end, the saved model keeps 2:4, exports to ONNX with parity; a physical cut is refused
     in one line naming why."""
     from conftest import make_tiny_model_dir
@@ -228,19 +232,25 @@ def test_encoders_without_a_cut_prune_to_nm_export_and_refuse_a_cut(model_type, 
     report = run(recipe, progress=False, log=lambda _: None)
     model, _, _ = load_pruned_model(report["model_dir"])
     targets = resolve_targets(model)
-    assert len(targets) == (8 if model_type == "modernbert" else 6)
+    assert len(targets) == NO_CUT[model_type][1]
     zeros = [float(t.linear_weight.eq(0).float().view(-1, 4).sum(1).min()) for t in targets]
     assert min(zeros) >= 2  # every group of 4 holds at least 2 zeros
     record = export_model(report["model_dir"], tmp_path / "onnx", quantize="int8", log=lambda line: None)
     assert record["check"]["fp32"]["max_abs_diff"] <= 1e-5
     with pytest.raises(ModelError) as err:
         check_compressible(model)
-    assert model_type in str(err.value) and ("Wqkv" if model_type == "modernbert" else "LayerNorm") in str(err.value)
+    assert model_type in str(err.value) and NO_CUT[model_type][0] in str(err.value)
     assert "\n" not in str(err.value)
 
 
 def test_unsupported_layouts_are_refused_in_one_line_naming_why():
+    from pruneformer.compress.paired import layers_of
     from pruneformer.families import family_for_type
+
+    gpt2 = transformers.GPT2ForSequenceClassification(transformers.GPT2Config(n_embd=64, n_layer=2, n_head=4))
+    with pytest.raises(ModelError) as err:  # SPP's search asks this before any step
+        layers_of(gpt2)
+    assert "c_attn" in str(err.value) and "--include" not in str(err.value) and "\n" not in str(err.value)
 
     with pytest.raises(ModelError) as err:
         family_for_type("swin")

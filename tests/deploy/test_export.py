@@ -274,3 +274,15 @@ def test_per_channel_int8_has_one_scale_per_output_and_is_recorded(saved, tmp_pa
         assert scale.size == linears[name].out_features > 1
         per_column = scale.reshape(1, -1) if entry["transposed"] else scale.reshape(-1, 1)
         assert np.all(np.abs(stored * per_column - weight) <= 0.5 * per_column * (1 + 1e-5)), name
+
+
+def test_keep_fp32_by_role_skips_linears_a_cut_left_without_rows():
+    """A layer whose heads were all cut keeps a query Linear with no row: nothing in the graph to keep fp32."""
+    from family_fixtures import tiny_family_model
+
+    from pruneformer.compress import shrink_model
+    from pruneformer.core.structure import LayerPlan
+    from pruneformer.deploy.quantize import fp32_linears
+
+    shrunk = shrink_model(tiny_family_model("bert"), [LayerPlan(heads=[]), LayerPlan()])
+    assert fp32_linears(shrunk, ["query"]) == ["bert.encoder.layer.1.attention.self.query"]

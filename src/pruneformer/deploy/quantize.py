@@ -74,8 +74,9 @@ def fp32_linears(model: nn.Module, selectors: Sequence[str]) -> list[str]:
     linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear) and m.weight.numel()]
     selectors = [s for s in selectors if s != "none"]
     roles: dict[str, list[str]] = {}
-    for target in resolve_targets(model):
-        roles.setdefault(target.role, []).append(target.name)
+    for target in resolve_targets(model):  # a cut can leave a Linear with no row (no graph weight to keep)
+        if target.linear_weight.numel():
+            roles.setdefault(target.role, []).append(target.name)
     chosen: list[str] = []
     for selector in selectors:
         if selector in roles:
