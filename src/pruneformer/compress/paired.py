@@ -83,7 +83,7 @@ def _permute_heads(layer: PairedLayer, keep_qk: torch.Tensor, keep_vo: torch.Ten
         perm = torch.cat([h * dim + torch.argsort((~keep[h]).to(torch.int8), stable=True) for h in range(heads)])
         perm = perm.to(layer.query.weight.device)
         # query head j of group h reads dims h*dim.. of the key-value rows: the same order inside its own rows
-        query_perm = (_query_rows(layer, perm - perm // dim * dim)
+        query_perm = (_query_rows(layer, perm % dim)
                       + torch.arange(heads * layer.groups, device=perm.device).repeat_interleave(dim) * dim)
         for module, order in [(m, perm) for m in rows_of] + [(m, query_perm) for m in query_rows_of]:
             module.weight.copy_(module.weight[order])

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from transformers.activations import ACT2FN
 
-from ..core.structure import LayerPlan
+from ..core.structure import LayerPlan, pair_dims
 from ..core.targets import layer_stack, layer_stack_path
 from ..families import Family, family_of
 from .modeling_shrunk import ShrunkConfig, ShrunkModel
@@ -61,11 +61,10 @@ def _pad_pairs(kept: list[int], width: int, size: int, layer: int, family: str) 
     the first removed pairs up to ``width`` (rounded up to even)."""
     half = size // 2
     pairs = [d for d in kept if d < half]
-    if sorted(pairs + [d + half for d in pairs]) != kept:
+    if pair_dims(pairs, half) != kept:
         raise ValueError(f"layer {layer}: {family} rotates query-key dimensions in pairs (i with i + {half}); "
                          f"a cut keeps whole pairs or whole heads, got {kept}")
-    padded = _pad(pairs, (width + 1) // 2, half)
-    return sorted(padded + [d + half for d in padded])
+    return pair_dims(_pad(pairs, (width + 1) // 2, half), half)
 
 
 def head_rows(heads: list[int], dims: list[int], head_dim: int) -> torch.Tensor:

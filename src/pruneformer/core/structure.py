@@ -144,7 +144,7 @@ class PairedLayer:
     def qk_dims(self, keep: torch.Tensor) -> list[int]:
         """The kept dimensions inside a head of a shared qk keep-mask (both dimensions of each kept pair)."""
         units = keep.nonzero().flatten().tolist()
-        return sorted(units + [u + self.qk_units for u in units]) if self.rotary else units
+        return pair_dims(units, self.qk_units) if self.rotary else units
 
     def check_granularity(self, granularity: Granularity) -> None:
         """Per-head masks would give the heads of a rotary layer different kept pairs, hence different rotary
@@ -152,6 +152,12 @@ class PairedLayer:
         if self.rotary and granularity == "head":
             raise RecipeError("SPP's per-head masks cannot be cut from a rotary model: each head would keep its own "
                               "rotary frequencies.", "use spp.granularity: shared")
+
+
+def pair_dims(pairs: list[int], half: int) -> list[int]:
+    """The dimensions of rotated pairs ``pairs`` inside a head of ``2 * half``: ``i`` and ``i + half`` each, sorted
+    (so the kept first halves come first and ``rotate_half`` still pairs them)."""
+    return sorted(list(pairs) + [d + half for d in pairs])
 
 
 def num_heads_of(model: nn.Module) -> int:

@@ -50,18 +50,18 @@ class UnitMasks:
             qk, vo, ffn = (f"{g}.{layer.index}" for g in GROUPS)
             if layer.groups == 1:  # one query per key head: scale the query output and the attention output's input
                 self.handles += [
-                    layer.query.register_forward_hook(lambda m, i, out, k=qk, lay=layer: out * self._rows(lay, k)),
+                    layer.query.register_forward_hook(
+                        lambda m, i, out, k=qk, lay=layer: out * lay.per_row("qk", self.masks[k])),
                     layer.attn_out.register_forward_pre_hook(
-                        lambda m, i, k=vo, lay=layer: (i[0] * self._rows(lay, k), *i[1:]))]
+                        lambda m, i, k=vo, lay=layer: (i[0] * lay.per_row("vo", self.masks[k]), *i[1:]))]
             else:  # grouped keys and values: scale the key-value heads' own outputs, which every query head reads
                 self.handles += [
-                    layer.key.register_forward_hook(lambda m, i, out, k=qk, lay=layer: out * self._rows(lay, k)),
-                    layer.value.register_forward_hook(lambda m, i, out, k=vo, lay=layer: out * self._rows(lay, k))]
+                    layer.key.register_forward_hook(
+                        lambda m, i, out, k=qk, lay=layer: out * lay.per_row("qk", self.masks[k])),
+                    layer.value.register_forward_hook(
+                        lambda m, i, out, k=vo, lay=layer: out * lay.per_row("vo", self.masks[k]))]
             self.handles.append(layer.ffn_out.register_forward_pre_hook(
                 lambda m, i, k=ffn: (i[0] * self.masks[k], *i[1:])))
-
-    def _rows(self, layer: PairedLayer, key: str) -> torch.Tensor:
-        return layer.per_row(key.split(".")[0], self.masks[key])
 
     def remove(self) -> None:
         for handle in self.handles:
