@@ -25,9 +25,8 @@ import sys
 from pathlib import Path
 
 import torch
-from torch import nn
+from structured_latency import latency  # noqa: E402  (benchmarks/structured_latency.py, beside this file)
 
-from pruneformer.deploy.latency import time_models
 from pruneformer.runs.pipeline import run
 from pruneformer.runs.recipe import build_recipe
 from pruneformer.runs.report import hardware_summary
@@ -91,10 +90,39 @@ def ensure_dense(args, preset_name: str, preset: dict, seed: int) -> Path:
     return directory
 
 
+def seed_from(args, preset_name: str, out: Path, seed: int, run_name: str) -> str | None:
+    """``--steps-from TAG``: start ``out`` from that sweep's finished run of the same seed and method (its run
+    state and stage snapshots, hard-linked), so only the stages it lacks run (the QAT stage). The source's
+    budget must be this sweep's: the recipe's ``prune.epochs`` is not checked on resume."""
+    if not args.steps_from or (out / "run_state.json").is_file():
+        return None
+    import shutil
+
+    source = Path(args.work_dir) / f"structured-{preset_name}-{args.steps_from}" / f"seed{seed}" / run_name
+    if not (source / "run_state.json").is_file() or not (source / "model").is_dir():
+        raise SystemExit(f"--steps-from {args.steps_from}: no finished run in {source}; run that sweep first")
+    out.mkdir(parents=True, exist_ok=True)
+
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source / "checkpoints", out / "checkpoints", copy_function=link, dirs_exist_ok=True)
+    state = json.loads((source / "run_state.json").read_text())
+    state["done"] = {k: v for k, v in state["done"].items() if not k.startswith("phase2-qat")}
+    (out / "run_state.json").write_text(json.dumps(state))
+    return str(source)
+
+
 def run_one(args, preset_name: str, preset: dict, seed: int, method: str, fraction: float) -> dict:
     dense = ensure_dense(args, preset_name, preset, seed)
     out = Path(args.work_dir) / f"structured-{preset_name}{tag_suffix(args)}" / f"seed{seed}" / f"{method}-{fraction:g}"
+    source = seed_from(args, preset_name, out, seed, f"{method}-{fraction:g}")
     recipe = base_recipe(preset, seed, out)
+    if preset.get("qat"):
+        recipe["qat"] = {"epochs": preset["qat"], "per_channel": preset["per_channel"]}
     recipe["dense"].update(epochs=0.0, checkpoint=str(dense / "model"))
     recipe["prune"]["method"] = "mlpruning" if method == "mlpruning-block" else method
     recipe["mlpruning"] = {"target": fraction, "threshold_init": preset["threshold_init"],
@@ -106,18 +134,26 @@ def run_one(args, preset_name: str, preset: dict, seed: int, method: str, fracti
     report = run(build_recipe(recipe), resume=(out / "run_state.json").is_file(), progress=False, log=log)
     metric = report["primary_metric"]
     s = report["structured"]
+    before = {}
+    if preset.get("qat"):  # the same model before its QAT stage, deployed the same way
+        snapshot = out / "checkpoints" / report["phases"][-2]["name"]
+        before = {f"{k}_before_qat": v for k, v in deployed_scores(snapshot, preset, seed, metric).items()}
     return {"seed": seed, "method": method, "fraction": fraction, "dev": report["pruned"]["dev"][metric],
             "test": report["pruned"].get("test", {}).get(metric), "dense_dev": report["dense"]["dev"][metric],
             "dense_test": report["dense"].get("test", {}).get(metric), "metric": metric,
             "remaining": s["remaining_fraction"], "kept_per_layer": s["kept_per_layer"],
             "model_dir": report["model_dir"], "prune_wall_s": sum(p["wall_time_s"] for p in report["phases"][1:]),
-            "warnings": report["warnings"], "budget": preset["budget"],
-            **deployed_scores(report["model_dir"], preset, seed, metric), **dense_int8(dense, preset, seed, metric)}
+            "warnings": report["warnings"], "budget": preset["budget"], "qat": preset.get("qat", 0.0),
+            "int8_per_channel": preset["per_channel"], "steps_from": source,
+            "qat_wall_s": next((p["wall_time_s"] for p in report["phases"] if p["name"] == "phase2-qat"), None),
+            **deployed_scores(report["model_dir"], preset, seed, metric), **before,
+            **dense_int8(dense, preset, seed, metric)}
 
 
 def deployed_scores(model_dir: str | Path, preset: dict, seed: int, metric: str) -> dict:
     """Dev and test accuracy of the model as deployed: ``pruneformer export --quantize int8`` (dynamic int8,
-    classifier fp32), scored by ONNX Runtime on the same splits as the PyTorch model."""
+    classifier fp32; per tensor as every record of the first sweeps, per channel with ``--per-channel``),
+    scored by ONNX Runtime on the same splits as the PyTorch model."""
     from pruneformer.compare.report import onnx_dir
     from pruneformer.data import tokenize_bundle
     from pruneformer.deploy.export import export_model
@@ -125,10 +161,12 @@ def deployed_scores(model_dir: str | Path, preset: dict, seed: int, metric: str)
     from pruneformer.runs.engine import prepare_data
     from pruneformer.runs.recipe import DataConfig
 
+    per_channel = preset["per_channel"]
     out = onnx_dir(model_dir)
+    if per_channel:
+        out = out.with_name(out.name + "-per-channel")
     if not (out / "model.int8.onnx").is_file():
-        # per tensor, as every record of this sweep so far (benchmarks/int8_choices.py measures per channel)
-        export_model(model_dir, out, quantize="int8", per_channel=False, log=lambda line: None)
+        export_model(model_dir, out, quantize="int8", per_channel=per_channel, log=lambda line: None)
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(out)
@@ -140,7 +178,7 @@ def deployed_scores(model_dir: str | Path, preset: dict, seed: int, metric: str)
 
 def dense_int8(dense: Path, preset: dict, seed: int, metric: str) -> dict:
     """The seed's dense model deployed the same way (cached beside it): the quantize-only answer."""
-    cache = dense / "int8_scores.json"
+    cache = dense / ("int8_scores_per_channel.json" if preset["per_channel"] else "int8_scores.json")
     if not cache.is_file():
         cache.write_text(json.dumps(deployed_scores(dense / "model", preset, seed, metric)))
     return {f"dense_{k}": v for k, v in json.loads(cache.read_text()).items()}
@@ -155,6 +193,8 @@ def summarise_accuracy(records: list[dict], preset_name: str, preset: dict) -> t
         return f"{statistics.mean(values):.2f} ± {sd:.2f}", statistics.mean(values), sd
 
     dense = {r["seed"]: (r["dense_dev"], r["dense_test"]) for r in records}
+    scheme = "per channel" if preset.get("per_channel") else "per tensor"
+    qat = any(r.get("int8_test_before_qat") is not None for r in records)
     lines = [f"Preset `{preset_name}` (train {preset['max_train'] or 'all (8,568)'}, dev/test {preset['max_eval']}, max length 64, "
              f"dense {preset['dense_epochs']} epoch(s), pruning budget {preset['budget']} epoch(s) for both methods "
              f"(MLPruning: {preset['budget'] - preset['finetune']:g} head/row + {preset['finetune']:g} fine-tune of the "
@@ -162,14 +202,19 @@ def summarise_accuracy(records: list[dict], preset_name: str, preset: dict) -> t
              f"{preset['budget'] / 2:g} of 32x32 blocks keeping {BLOCK_KEEP:g}; L1: one-shot + {preset['budget']:g} retrain "
              f"of the shrunk model; kept FFN units and output rows aligned to 16), "
              f"lr {preset['lr']}, MLPruning threshold init {preset['threshold_init']}, score lr {preset['score_lr'] or 'fitted to the budget'}); "
-             f"seeds {sorted(dense)}; {hardware_summary()}.", "",
+             f"seeds {sorted(dense)}; {hardware_summary()}."
+             + (f" Then {preset['qat']:g} epoch(s) of quantization-aware fine-tuning (`qat.epochs`, the export's int8 "
+                "in the forward pass, distilled from the dense model)." if preset.get("qat") else ""), "",
              "Accuracy (%) on the held-out test split, mean ± std over seeds (dev in brackets); "
              "'kept' is the measured fraction of encoder Linear weights remaining; 'int8' is the model as deployed "
-             "(`pruneformer export --quantize int8`: dynamic int8, classifier fp32) scored by ONNX Runtime; "
+             f"(`pruneformer export --quantize int8`: dynamic int8, weights {scheme}, classifier fp32) scored by ONNX Runtime; "
              "'int8 vs dense' is the mean ± std of the per-seed test difference to the dense fp32 model, "
-             "'int8 cost' that of the model's own int8 to fp32 (points):", "",
-             "| remaining | method | test | dev | int8 test | int8 vs dense | int8 cost | kept | n |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "'int8 cost' that of the model's own int8 to fp32 (points)"
+             + ("; 'before QAT' is the same model's int8 test accuracy before the QAT stage, 'QAT gain' the "
+                "paired difference" if qat else "") + ":", "",
+             "| remaining | method | test | dev | int8 test | int8 vs dense | int8 cost | kept | n |"
+             + (" before QAT | QAT gain |" if qat else ""),
+             "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if qat else "")]
     summary: dict = {"dense": {}}
 
     def paired(cell: list[dict], a: str, b: str) -> tuple[str, float | None]:
@@ -198,11 +243,17 @@ def summarise_accuracy(records: list[dict], preset_name: str, preset: dict) -> t
             vs, vs_mean = paired(cell, "int8_test", "dense_test")
             cost, cost_mean = paired(cell, "int8_test", "test")
             kept = statistics.mean(r["remaining"] for r in cell)
-            lines.append(f"| {fraction:g} | {method} | {test} | ({dev}) | {i8} | {vs} | {cost} | {kept:.3f} | {len(cell)} |")
+            row = f"| {fraction:g} | {method} | {test} | ({dev}) | {i8} | {vs} | {cost} | {kept:.3f} | {len(cell)} |"
+            if qat:
+                pre, _, _ = ms([r.get("int8_test_before_qat") for r in cell])
+                gain, gain_mean = paired(cell, "int8_test", "int8_test_before_qat")
+                row += f" {pre} | {gain} |"
+            lines.append(row)
             summary[f"{method}@{fraction:g}"] = {"test_mean": mean, "test_std": sd, "dev_mean": dmean,
                                                  "int8_test_mean": i8mean, "int8_vs_dense": vs_mean,
                                                  "int8_cost": cost_mean, "kept": kept, "n": len(cell),
-                                                 "seeds": [r["seed"] for r in cell]}
+                                                 "seeds": [r["seed"] for r in cell],
+                                                 **({"qat_gain": gain_mean} if qat else {})}
     lines += ["", "MLPruning against the L1 baseline, same seeds (test points; 'spread' is the larger of the two methods' "
               "stds over seeds; 'paired std' is the std of the per-seed differences; 'wins' counts seeds where "
               "MLPruning's test accuracy is higher):", "",
@@ -227,137 +278,6 @@ def summarise_accuracy(records: list[dict], preset_name: str, preset: dict) -> t
     return "\n".join(lines) + "\n", summary
 
 
-# -- latency ------------------------------------------------------------------------------------------
-class BSRLinear(nn.Module):
-    """A Linear whose weight is a torch BSR tensor (block-sparse kernel on CPU)."""
-
-    def __init__(self, linear: nn.Linear, block: int) -> None:
-        super().__init__()
-        self.weight = linear.weight.detach().to_sparse_bsr((block, block))
-        self.bias = linear.bias.detach() if linear.bias is not None else None
-        self.out_features = linear.out_features
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, x.shape[-1])
-        out = (self.weight @ flat.T).T
-        if self.bias is not None:
-            out = out + self.bias
-        return out.reshape(*x.shape[:-1], self.out_features)
-
-
-@torch.no_grad()
-def zero_blocks(model: nn.Module, keep: float, block: int) -> nn.Module:
-    """Zero the lowest-L1 blocks of every encoder Linear, keeping ``keep`` of them (MLPruning's block level)."""
-    from pruneformer.core.targets import resolve_targets
-
-    for t in resolve_targets(model):
-        w = t.module.weight
-        if not w.numel():
-            continue
-        rows, cols = w.shape[0] // block, w.shape[1] // block
-        norms = w.abs().reshape(rows, block, cols, block).sum((1, 3))
-        mask = torch.zeros_like(norms, dtype=torch.bool).flatten()
-        mask[norms.flatten().topk(max(1, round(keep * norms.numel()))).indices] = True
-        w.mul_(mask.view(rows, cols).repeat_interleave(block, 0).repeat_interleave(block, 1))
-    return model
-
-
-def to_bsr(model: nn.Module, block: int) -> nn.Module:
-    from pruneformer.core.targets import resolve_targets
-
-    for t in resolve_targets(model):
-        if not t.module.weight.numel():
-            continue
-        parent_name, _, child = t.name.rpartition(".")
-        setattr(model.get_submodule(parent_name), child, BSRLinear(t.module, block))
-    return model
-
-
-def latency(args, preset_name: str, preset: dict, records: list[dict]) -> tuple[str, dict]:
-    import copy
-
-    from pruneformer.compress import kept_encoder_weights, shrink_model
-    from pruneformer.core.structure import LayerPlan
-    from pruneformer.core.targets import resolve_targets
-    from pruneformer.methods import L1StructuredPruner
-    from pruneformer.models.saved import load_pruned_model
-
-    torch.set_num_threads(args.latency_threads)
-    dense, _, _ = load_pruned_model(dense_dir(args, preset_name, 0) / "model")
-    dense.eval()
-    vocab = dense.config.vocab_size
-    base = kept_encoder_weights(dense)
-    models: dict[str, nn.Module] = {"dense": dense,
-                                    "dense as shrunk-bert (nothing removed)": shrink_model(dense, [LayerPlan()] * 6).eval()}
-    kept: dict[str, float] = {}
-    for fraction in preset["fractions"]:
-        for method in METHODS:
-            found = [r for r in records if r["seed"] == 0 and r["method"] == method and r["fraction"] == fraction]
-            if found and Path(found[0]["model_dir"]).is_dir():
-                model = load_pruned_model(found[0]["model_dir"])[0].eval()
-                name = f"{method} {fraction:g}"
-            elif method == "l1-structured":  # no trained model (yet): the one-shot L1 shape, untrained
-                pruner = L1StructuredPruner(fraction)
-                clone = copy.deepcopy(dense)
-                pruner.attach(clone, resolve_targets(clone))
-                pruner.finalize()
-                model = shrink_model(pruner.model, pruner.layer_plans(dense.config.num_hidden_layers)).eval()
-                name = f"l1 shape {fraction:g} (one-shot, untrained)"
-            else:
-                continue
-            models[name] = model
-            kept[name] = kept_encoder_weights(model) / base
-    shapes = [(1, 64), (1, 128), (32, 64), (32, 128)]
-    timing = time_models(models, shapes, args.rounds, vocab)
-
-    # the block step runs on a shrunk model whose kept rows are rounded up to the block size: build that
-    # shape from the dense model (L1 heads and units at 0.5, rounded to 32; timing depends on shapes only)
-    pruner = L1StructuredPruner(0.5)
-    clone = copy.deepcopy(dense)
-    pruner.attach(clone, resolve_targets(clone))
-    pruner.finalize()
-    source = shrink_model(clone, pruner.layer_plans(dense.config.num_hidden_layers, round_to=32)).eval()
-    block_models: dict[str, nn.Module] = {"shrunk 0.5, rows rounded to 32 (no blocks)": source}
-    for keep in (0.5, 0.3):
-        zeroed = zero_blocks(copy.deepcopy(source), keep, 32)
-        block_models[f"+ {keep:g} of 32x32 blocks kept: dense kernels"] = zeroed
-        block_models[f"+ {keep:g} of 32x32 blocks kept: torch BSR"] = to_bsr(copy.deepcopy(zeroed), 32)
-    trained = [r for r in records if r["seed"] == 0 and r["method"] == "mlpruning-block" and Path(r["model_dir"]).is_dir()]
-    if trained:  # the trained two-step model: its own zeroed blocks, dense kernels against BSR
-        model = load_pruned_model(trained[0]["model_dir"])[0].eval()
-        name = f"trained mlpruning-block {trained[0]['fraction']:g} (seed 0)"
-        block_models[f"{name}: dense kernels"] = model
-        block_models[f"{name}: torch BSR"] = to_bsr(copy.deepcopy(model), 32)
-    block_timing = time_models(block_models, [(1, 128), (32, 128)], max(3, args.rounds // 2), vocab)
-
-    lines = [f"CPU latency, {hardware_summary()} (torch.set_num_threads(2)); seed-0 models of preset `{preset_name}`; "
-             f"fastest of {args.rounds} interleaved rounds per cell (medians in the JSON); 1-minute load "
-             f"average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores when the run ended, this benchmark's own "
-             f"threads included.", "",
-             "Forward time as a ratio to the dense model measured in the same rounds (lower is faster); "
-             "dense time in ms in the first row:", "",
-             "| model | encoder weights stored | " + " | ".join(f"batch {b}, len {l}" for b, l in shapes) + " |",
-             "|---|---|" + "---|" * len(shapes)]
-    lines.append("| dense (ms) | 1.000 | " + " | ".join(f"{1000 * timing[f'{b}x{l}']['dense']:.1f}" for b, l in shapes) + " |")
-    for name in models:
-        if name == "dense":
-            continue
-        share = f"{kept[name]:.3f}" if name in kept else "1.000"
-        lines.append(f"| {name} | {share} | " + " | ".join(
-            f"{timing[f'{b}x{l}'][name] / timing[f'{b}x{l}']['dense']:.3f}" for b, l in shapes) + " |")
-    if block_timing:
-        lines += ["", "Block-sparse stage: a shrunk model keeping 0.5 of the encoder weights (rows rounded up to 32), "
-                  "then the lowest-L1 32x32 blocks of every encoder Linear zeroed; forward time as a ratio to that "
-                  "model with no blocks zeroed:", "",
-                  "| model | batch 1, len 128 | batch 32, len 128 |", "|---|---|---|"]
-        ref = "shrunk 0.5, rows rounded to 32 (no blocks)"
-        for name in block_models:
-            lines.append(f"| {name} | " + " | ".join(
-                f"{block_timing[s][name] / block_timing[s][ref]:.3f}" for s in ("1x128", "32x128")) + " |")
-    return "\n".join(lines) + "\n", {"timing_s": timing, "block_timing_s": block_timing, "kept": kept,
-                                     "rounds": args.rounds, "hardware": hardware_summary()}
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="smoke")
@@ -371,6 +291,12 @@ def main() -> int:
     parser.add_argument("--finetune", type=float, help="override the preset's MLPruning fine-tune epochs")
     parser.add_argument("--score-lr", type=float, help="override the preset's MLPruning score lr")
     parser.add_argument("--budget", type=float, help="override the preset's pruning budget (epochs; use a --tag)")
+    parser.add_argument("--qat", type=float, help="epochs of quantization-aware fine-tuning after the budget "
+                        "(qat.epochs; use a --tag); the records add the int8 scores before it")
+    parser.add_argument("--per-channel", action="store_true", help="deploy (and QAT) with per-channel int8 "
+                        "weights, export's default (the first sweeps' records are per tensor)")
+    parser.add_argument("--steps-from", metavar="TAG", help="start each run from that tag's finished run of the "
+                        "same seed and method (same --budget): with --qat, only the QAT stage runs")
     parser.add_argument("--latency", action="store_true", help="time the models the accuracy sweep left")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--train-threads", type=int, default=1, help="torch threads of the accuracy sweep")
@@ -381,16 +307,17 @@ def main() -> int:
         preset["fractions"] = args.fractions
     if args.seeds is not None:
         preset["seeds"] = args.seeds
-    for key in ("finetune", "score_lr", "budget"):
+    for key in ("finetune", "score_lr", "budget", "qat"):
         if getattr(args, key) is not None:
             preset[key] = getattr(args, key)
+    preset["per_channel"] = args.per_channel
     name = args.preset + tag_suffix(args)
     results = HERE / "results"
     results.mkdir(exist_ok=True)
     jsonl = results / f"structured-{name}.jsonl"
     records = read_records(jsonl)
     if args.latency:
-        markdown, data = latency(args, args.preset, preset, records)
+        markdown, data = latency(args, args.preset, preset, records, dense_dir(args, args.preset, 0) / "model", METHODS)
         tag = "" if args.latency_threads == 2 else f"-{args.latency_threads}thread"
         (results / f"structured-latency-{args.preset}{tag}.md").write_text(markdown)
         (results / f"structured-latency-{args.preset}{tag}.json").write_text(json.dumps(data, indent=2))

@@ -177,7 +177,7 @@ def recipe_overrides(**flags: Any) -> dict[str, Any]:
         "lr": ("prune", "lr"), "include": ("prune", "include"), "exclude": ("prune", "exclude"),
         "dense_epochs": ("dense", "epochs"), "dense_lr": ("dense", "lr"), "dense_checkpoint": ("dense", "checkpoint"),
         "distill": ("distill", "enabled"),
-        "distill_hidden": ("distill", "hidden_weight"),
+        "distill_hidden": ("distill", "hidden_weight"), "qat_epochs": ("qat", "epochs"),
         "batch_size": ("train", "batch_size"), "checkpoint_every": ("train", "checkpoint_every"),
         "candidates": ("compare", "candidates"), "seeds": ("compare", "seeds"), "max_drop": ("compare", "max_drop"),
         "jobs": ("compare", "jobs"), "threads": ("compare", "threads"), "latency_batch": ("compare", "latency_batch"),

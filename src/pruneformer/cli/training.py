@@ -34,7 +34,7 @@ from .app import (
 @with_data_options
 def prune(
     recipe: Optional[Path] = typer.Option(None, "--recipe", "-r", help="YAML recipe; flags override its fields."),
-    method: Optional[str] = typer.Option(None, help=f"{describe_methods()} (default srste)."),
+    method: Optional[str] = typer.Option(None, help=f"{describe_methods()} (default alps-retrain)."),
     pattern: Optional[str] = typer.Option(None, help="2:4, 1:4, 4:8 (N:M along inputs), 4x4:8 (blocks), 50% or 50%:global."),
     epochs: Optional[float] = typer.Option(None, help="Total epochs of the pruning phases (default 2)."),
     lr: Optional[float] = typer.Option(None, help="Learning rate of the pruning phases (default 5e-5)."),
@@ -45,6 +45,8 @@ def prune(
     dense_checkpoint: Optional[str] = typer.Option(None, help="Reuse a dense fine-tuned model directory instead of fine-tuning."),
     distill: Optional[bool] = typer.Option(None, "--distill/--no-distill", help="Distil from the dense model in the retraining phases."),
     distill_hidden: Optional[float] = typer.Option(None, help="Weight of the hidden-state MSE in distillation (default 0)."),
+    qat_epochs: Optional[float] = typer.Option(None, help="Shrinking methods: epochs of quantization-aware fine-tuning "
+                                               "for `export --quantize int8` after the pruning budget (default 0)."),
     batch_size: Optional[int] = BATCH_SIZE,
     checkpoint_every: Optional[int] = CHECKPOINT_EVERY,
     seed: Optional[int] = SEED,
@@ -89,8 +91,8 @@ def oneshot_cmd(
     quiet: bool = QUIET,
 ) -> None:
     """Prune a decoder LLM (Llama, GPT-2) once with magnitude, Wanda or SparseGPT; report held-out perplexity."""
-    from ..runs.oneshot import run_oneshot
     from ..runs.engine import quiet_library_progress
+    from ..runs.oneshot import run_oneshot
     from ..runs.recipe import build_oneshot_recipe
 
     quiet_library_progress()

@@ -276,6 +276,10 @@ def export_model(model_dir: str | Path, output_dir: str | Path, *, fmt: str = "o
     model.eval()
     graph_model = full_output_rows(model)  # what the graph computes, Linear by Linear
     kept = fp32_linears(graph_model, keep_fp32) if quantize else []  # a bad selector fails before any work
+    qat = (info or {}).get("qat")
+    if quantize and qat and (qat["per_channel"] != per_channel or sorted(qat["keep_fp32"]) != sorted(keep_fp32)):
+        log(f"warning: this model was fine-tuned for int8 {'per channel' if qat['per_channel'] else 'per tensor'} "
+            f"with --keep-fp32 {' '.join(qat['keep_fp32'])}; exporting it otherwise loses what that fine-tune bought")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -323,7 +327,8 @@ def export_model(model_dir: str | Path, output_dir: str | Path, *, fmt: str = "o
         weights[INT8_FILE] = stats.pop("weights")
         stats["linears"] = {name: {"initializer": init, "transposed": transposed, "dtype": dtype}
                             for name, (init, transposed, dtype) in sorted(weights[INT8_FILE].items())}
-        record["quantization"] = {"type": "dynamic int8 (weights QInt8 per tensor, activations uint8)", **stats}
+        scheme = "per channel" if per_channel else "per tensor"
+        record["quantization"] = {"type": f"dynamic int8 (weights QInt8 {scheme}, activations uint8)", **stats}
         (out / QUANTIZATION_FILE).write_text(json.dumps(record["quantization"], indent=2))
         log(f"quantized {out / INT8_FILE} ({(out / INT8_FILE).stat().st_size / 1e6:.1f} MB); fusions "
             f"{stats['fusions']}; dev {stats.get('dev', 'not scored')}")

@@ -20,9 +20,10 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from ..core.patterns import parse_pattern
 from ..core.sparsity import layer_sparsity, overall_sparsity
 from ..core.targets import resolve_targets
-from ..errors import PruneformerError
+from ..deploy.quantize import fp32_linears
+from ..errors import PruneformerError, RecipeError
 from ..methods import PruningMethod
-from ..methods.registry import Phase, method_entry
+from ..methods.registry import Phase, method_entry, method_names
 from ..models.saved import save_pruned_model
 from ..train.calibration import prune_layerwise
 from ..train.distill import Distiller
@@ -67,6 +68,13 @@ def run(recipe: Recipe, options: RunOptions | None = None, **settings: Any) -> d
     entry = method_entry(recipe.prune.method)
     if entry.check is not None:  # e.g. structured methods: can this model be shrunk?
         entry.check(model, recipe)
+    if recipe.qat.epochs and entry.shrinks is None:
+        shrinking = ", ".join(n for n in method_names() if method_entry(n).shrinks is not None)
+        raise RecipeError(f"qat.epochs applies to methods that shrink the model ({shrinking}), not "
+                          f"'{recipe.prune.method}' (N:M and unstructured models run at the dense speed on CPUs).",
+                          "drop qat.epochs (--qat-epochs) or choose a shrinking method")
+    if recipe.qat.epochs:  # a bad --keep-fp32 selector fails now, not after the pruning budget
+        fp32_linears(model, recipe.qat.keep_fp32)
     budget_warning = None  # a shrinking method: can it reach its target in the steps it is given?
     if entry.shrinks is not None:
         budget_warning = entry.shrinks.check_budget(recipe, -(-len(ctx.tokenized.train) // recipe.train.batch_size))

@@ -100,6 +100,19 @@ class DistillConfig(Settings):
                               "so the term mostly fights the penalty)")
 
 
+class QATConfig(Settings):
+    """Quantization-aware fine-tuning after the pruning budget (``deploy/fake_quant.py``): the shrunk model trains
+    with the rounding of ``export --quantize int8`` in its forward pass, so the deployed int8 keeps its accuracy.
+    Methods that shrink the model only (their int8 export is the CPU deployment; N:M runs at dense speed there)."""
+
+    epochs: float = Field(0.0, ge=0, description="epochs of quantization-aware fine-tuning after pruning (0: none)")
+    lr: float | None = Field(None, gt=0, lt=1, description="its peak learning rate (default: prune.lr)")
+    per_channel: bool = Field(True, description="one weight scale per output feature, as export's default "
+                              "--per-channel; export with the same setting")
+    keep_fp32: list[str] = Field(default_factory=lambda: ["classifier"],
+                                 description="Linears left in fp32, as export's --keep-fp32 (export with the same)")
+
+
 class CompareConfig(Settings):
     """``pruneformer compare``: which candidates, on which seeds, measured how (see ``compare/flow.py``)."""
 
@@ -150,6 +163,7 @@ class Recipe(Settings):
     dense: DenseConfig = Field(default_factory=DenseConfig)
     prune: PruneConfig = Field(default_factory=PruneConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
+    qat: QATConfig = Field(default_factory=QATConfig)
     compare: CompareConfig = Field(default_factory=CompareConfig)
 
     @model_validator(mode="after")

@@ -166,24 +166,32 @@ def run_structured(run: Run, dense_scores: dict[str, dict[str, float]], shrinker
         phases.append(result)
         wall[key2] = result.wall_time_s
 
+    # -- step 3 (qat.epochs): quantization-aware fine-tuning for the int8 export ---------------------------
+    # counted before QAT: its int8 rounding sets small weights to zero, which is not pruning
+    nonzero = sum(int((t.module.weight != 0).sum()) for t in resolve_targets(shrunk))
+    qat = None
+    if recipe.qat.epochs > 0:
+        shrunk, result, qat = _qat_stage(run, shrunk, teachers["dense"], layers)
+        phases.append(result)
+        wall[result.name] = result.wall_time_s
+
     # -- evaluate, save, report ---------------------------------------------------------------------------
     shrunk.eval()
     t1 = time.perf_counter()
     pruned_scores = evaluate_splits(shrunk, tokenized, collator, recipe.train.eval_batch_size)
     wall["eval_pruned"] = time.perf_counter() - t1
     shrunk_targets = resolve_targets(shrunk)
-    nonzero = sum(int((t.module.weight != 0).sum()) for t in shrunk_targets)
     remaining = nonzero / dense_weights
     model_dir = save(shrunk, out / "model", {
         "method": method_name, "pattern": None, "target": m.target, "remaining_fraction": remaining,
-        "task": task.to_dict(), "seed": recipe.seed, "structure": structure})
+        "task": task.to_dict(), "seed": recipe.seed, "structure": structure, **({"qat": qat} if qat else {})})
     per_layer = kept_per_layer(shrunk)
     rows = layer_sparsity([t for t in shrunk_targets if t.module.weight.numel()], None)  # removed blocks: no row
     summary = {"target": m.target, "remaining_fraction": remaining, "dense_encoder_weights": dense_weights,
                "shrunk_encoder_weights": kept_encoder_weights(shrunk), "nonzero_encoder_weights": nonzero,
                "kept_per_layer": per_layer, "block_size": m.block_size if block_stage else None,
                "block_keep": m.block_keep if block_stage else None,
-               "model_file_bytes": (model_dir / "model.safetensors").stat().st_size}
+               "model_file_bytes": (model_dir / "model.safetensors").stat().st_size, "qat": qat}
     report = finish_report(run, dense_scores, pruned_scores, model_dir, rows, warnings,
                            pattern=f"{m.target:g} of encoder weights", overall_sparsity=1 - remaining,
                            all_layers_satisfy_pattern=None, structured=summary)
@@ -192,6 +200,40 @@ def run_structured(run: Run, dense_scores: dict[str, dict[str, float]], shrinker
         f"dev {primary} {dense_scores['dev'][primary]:.4f} -> {pruned_scores['dev'][primary]:.4f}"
         f"  (report: {out / 'report.md'})")
     return report
+
+
+def _qat_stage(run: Run, shrunk: nn.Module, teacher: nn.Module, layers: int) -> tuple[nn.Module, PhaseResult, dict]:
+    """``qat.epochs`` of fine-tuning with the export's int8 rounding in the forward pass (weights per channel or
+    per tensor, activations per tensor at run time), distilled from the dense model as the retraining is; the
+    weights end on their int8 grid, so ``export --quantize int8`` with the same settings stores what trained.
+    Resumable like every stage (its checkpoints hold the parametrized weights)."""
+    from ..deploy.fake_quant import simulate_int8
+
+    recipe, q = run.recipe, run.recipe.qat
+    key = "phase2-qat"
+    snapshot = run.out / "checkpoints" / key
+    settings = {"epochs": q.epochs, "per_channel": q.per_channel, "keep_fp32": list(q.keep_fp32)}
+
+    def fine_tune() -> tuple[nn.Module, PhaseResult, dict]:
+        simulation = simulate_int8(shrunk, q.keep_fp32, q.per_channel)
+        distiller = mlpruning_distiller(teacher, layers, recipe, attention=False) if recipe.mlpruning.distill else None
+        result = run.train(shrunk, key, run.settings(q.epochs, q.lr or recipe.prune.lr), None, distiller)
+        simulation.remove(leave_quantized=True)
+        run.log(f"{key}: {result.steps} steps in {result.wall_time_s:.0f}s ({simulation.summary()['int8_linears']} "
+                f"Linears in simulated int8, {'per channel' if q.per_channel else 'per tensor'})")
+        return shrunk, result, settings | simulation.summary()
+
+    def save(done) -> dict[str, Any]:
+        if run.world.is_main:
+            save_shrunk_model(done[0], run.tokenizer, snapshot, {"method": recipe.prune.method, "step": key})
+        run.world.barrier()
+        return {"phase": done[1].to_dict(), "qat": done[2]}
+
+    def load(record) -> tuple[nn.Module, PhaseResult, dict]:
+        return (load_pruned_model(snapshot, trust_pickle=run.trust_pickle)[0], PhaseResult(**record["phase"]),
+                record["qat"])
+
+    return run_stage(run.state, Stage(key, fine_tune, save, load))
 
 
 @torch.no_grad()
