@@ -297,6 +297,9 @@ def main() -> int:
                         "weights, export's default (the first sweeps' records are per tensor)")
     parser.add_argument("--steps-from", metavar="TAG", help="start each run from that tag's finished run of the "
                         "same seed and method (same --budget): with --qat, only the QAT stage runs")
+    parser.add_argument("--rescore-int8", action="store_true", help="export every record's model again and score "
+                        "its int8 afresh (records made before the export kept empty products fp32; the old scores "
+                        "stay as int8_*_stale)")
     parser.add_argument("--latency", action="store_true", help="time the models the accuracy sweep left")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--train-threads", type=int, default=1, help="torch threads of the accuracy sweep")
@@ -316,6 +319,10 @@ def main() -> int:
     results.mkdir(exist_ok=True)
     jsonl = results / f"structured-{name}.jsonl"
     records = read_records(jsonl)
+    if args.rescore_int8:
+        torch.set_num_threads(args.train_threads)
+        print(rescore_int8(jsonl, preset, results, name))
+        return 0
     if args.latency:
         markdown, data = latency(args, args.preset, preset, records, dense_dir(args, args.preset, 0) / "model", METHODS)
         tag = "" if args.latency_threads == 2 else f"-{args.latency_threads}thread"
@@ -348,6 +355,32 @@ def main() -> int:
     records = read_records(jsonl)
     print(write_summary(results, name, preset, records))
     return 0
+
+
+def rescore_int8(jsonl: Path, preset: dict, results: Path, name: str) -> str:
+    """Every record's model exported and its int8 scored again with today's export, in the record's scheme
+    (``int8_per_channel``; absent: per tensor). Why: before ``deploy.quantize.empty_products`` a layer with no
+    head (or no FFN unit) ran ONNX Runtime's int8 product on an empty tensor and got garbage; the old scores
+    are kept as ``int8_dev_stale`` / ``int8_test_stale``. Records are rewritten in place, atomically."""
+    import shutil
+
+    from pruneformer.compare.report import onnx_dir
+
+    records = read_records(jsonl)
+    for index, record in enumerate(records):
+        scheme = dict(preset, per_channel=bool(record.get("int8_per_channel")))
+        directory = onnx_dir(record["model_dir"])
+        shutil.rmtree(directory.with_name(directory.name + "-per-channel") if scheme["per_channel"] else directory,
+                      ignore_errors=True)
+        if "int8_test_stale" not in record:
+            record["int8_dev_stale"], record["int8_test_stale"] = record.get("int8_dev"), record.get("int8_test")
+        record.update(deployed_scores(record["model_dir"], scheme, record["seed"], record["metric"]))
+        print(f"   {index + 1}/{len(records)} seed {record['seed']} {record['method']} {record['fraction']:g}: int8 test "
+              f"{record['int8_test_stale']} -> {record['int8_test']}", flush=True)
+    tmp = jsonl.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    tmp.replace(jsonl)
+    return write_summary(results, name, preset, records)
 
 
 def read_records(jsonl: Path) -> list[dict]:
