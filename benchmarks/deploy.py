@@ -110,13 +110,8 @@ def onnx_dir(args, name: str) -> Path:
 
 def task_data(args, tokenizer):
     """The preset's data (the split every model was trained and scored on), tokenized."""
-    from pruneformer.data import tokenize_bundle
-    from pruneformer.runs.engine import prepare_data
-    from pruneformer.runs.recipe import DataConfig
-
     preset = structured_bench.PRESETS[args.preset]
-    config = DataConfig(source="embedded", max_length=64, max_train=preset["max_train"], max_eval=preset["max_eval"])
-    return tokenize_bundle(prepare_data(config, 0), tokenizer, 64)
+    return structured_bench.embedded_splits(tokenizer, 0, preset["max_train"], preset["max_eval"])
 
 
 def export_all(args, results: dict) -> None:

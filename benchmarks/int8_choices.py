@@ -16,16 +16,13 @@ from pathlib import Path
 
 import torch
 
-from pruneformer.data import tokenize_bundle
 from pruneformer.deploy.export import export_model
 from pruneformer.deploy.hardware import cpu_description
 from pruneformer.deploy.runtime import score
-from pruneformer.runs.engine import prepare_data
-from pruneformer.runs.recipe import DataConfig
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from structured import dense_model_of  # noqa: E402  (the sweep that wrote the records)
+from structured import dense_model_of, embedded_splits  # noqa: E402  (the sweep that wrote the records)
 
 #: variant -> export_model keywords
 VARIANTS = {"dynamic": {"per_channel": False}, "per-channel": {"per_channel": True},
@@ -65,8 +62,7 @@ def main() -> int:
                     from transformers import AutoTokenizer
 
                     tokenizer = AutoTokenizer.from_pretrained(out)
-                    data = DataConfig(source="embedded", max_length=64, max_eval=1000)
-                    splits = (tokenize_bundle(prepare_data(data, seed), tokenizer, 64), tokenizer)
+                    splits = (embedded_splits(tokenizer, seed), tokenizer)
                 test = score(out / "model.int8.onnx", splits[0].test, splits[1], ["accuracy"])["accuracy"]
                 rows.append({"seed": seed, "model": name, "variant": variant, "test": test, "fp32_test": fp32_test,
                              "int8_bytes": (out / "model.int8.onnx").stat().st_size,

@@ -20,16 +20,15 @@ from pathlib import Path
 
 import torch
 
-from pruneformer.data import tokenize_bundle
 from pruneformer.deploy.export import check_inputs, export_model, full_output_rows
 from pruneformer.deploy.hardware import cpu_description
 from pruneformer.deploy.quantize import fp32_linears, quantize_int8
 from pruneformer.deploy.runtime import compare, score, session
 from pruneformer.models.saved import load_pruned_model
-from pruneformer.runs.engine import prepare_data
-from pruneformer.runs.recipe import DataConfig
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from structured import embedded_splits  # noqa: E402  (benchmarks/structured.py: the sweeps' data splits)
 
 
 def main() -> int:
@@ -57,8 +56,7 @@ def main() -> int:
         model, tokenizer, _ = load_pruned_model(model_dir)
         graph_model = full_output_rows(model.eval())
         batches = check_inputs(tokenizer, model)
-        data = DataConfig(source="embedded", max_length=64, max_train=None, max_eval=1000)
-        splits = tokenize_bundle(prepare_data(data, args.seed), tokenizer, 64)
+        splits = embedded_splits(tokenizer, args.seed)
 
         def int8(kept: list[str], split) -> float:
             path = work / "variant.int8.onnx"

@@ -155,11 +155,8 @@ def deployed_scores(model_dir: str | Path, preset: dict, seed: int, metric: str)
     classifier fp32; per tensor as every record of the first sweeps, per channel with ``--per-channel``),
     scored by ONNX Runtime on the same splits as the PyTorch model."""
     from pruneformer.compare.report import onnx_dir
-    from pruneformer.data import tokenize_bundle
     from pruneformer.deploy.export import export_model
     from pruneformer.deploy.runtime import score
-    from pruneformer.runs.engine import prepare_data
-    from pruneformer.runs.recipe import DataConfig
 
     per_channel = preset["per_channel"]
     out = onnx_dir(model_dir)
@@ -170,10 +167,20 @@ def deployed_scores(model_dir: str | Path, preset: dict, seed: int, metric: str)
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(out)
-    data = DataConfig(source="embedded", max_length=64, max_train=preset["max_train"], max_eval=preset["max_eval"])
-    splits = tokenize_bundle(prepare_data(data, seed), tokenizer, 64)
+    splits = embedded_splits(tokenizer, seed, preset["max_train"], preset["max_eval"])
     return {f"int8_{name}": score(out / "model.int8.onnx", split, tokenizer, [metric])[metric]
             for name, split in (("dev", splits.dev), ("test", splits.test))}
+
+
+def embedded_splits(tokenizer, seed: int, max_train: int | None = None, max_eval: int | None = 1000):
+    """The embedded movie-review splits of ``seed`` as every sweep here cuts them (max length 64), tokenized:
+    the one place the benchmark scripts that score saved models (deploy, int8 choices, sensitivity) read them."""
+    from pruneformer.data import tokenize_bundle
+    from pruneformer.runs.engine import prepare_data
+    from pruneformer.runs.recipe import DataConfig
+
+    data = DataConfig(source="embedded", max_length=64, max_train=max_train, max_eval=max_eval)
+    return tokenize_bundle(prepare_data(data, seed), tokenizer, 64)
 
 
 def dense_int8(dense: Path, preset: dict, seed: int, metric: str) -> dict:

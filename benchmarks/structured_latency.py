@@ -119,7 +119,7 @@ def latency(args, preset_name: str, preset: dict, records: list[dict], dense_mod
         block_models[f"{name}: torch BSR"] = to_bsr(copy.deepcopy(model), 32)
     block_timing = time_models(block_models, [(1, 128), (32, 128)], max(3, args.rounds // 2), vocab)
 
-    lines = [f"CPU latency, {hardware_summary()} (torch.set_num_threads(2)); seed-0 models of preset `{preset_name}`; "
+    lines = [f"CPU latency, {hardware_summary()} (torch.set_num_threads({args.latency_threads})); seed-0 models of preset `{preset_name}`; "
              f"fastest of {args.rounds} interleaved rounds per cell (medians in the JSON); 1-minute load "
              f"average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores when the run ended, this benchmark's own "
              f"threads included.", "",
