@@ -19,7 +19,6 @@ from pathlib import Path
 
 import torch
 
-from pruneformer.compare.report import onnx_dir
 from pruneformer.deploy.export import export_model
 from pruneformer.deploy.hardware import cpu_description, hardware_record
 from pruneformer.deploy.latency import time_models
@@ -28,7 +27,7 @@ from pruneformer.models.saved import load_pruned_model
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from structured import dense_model_of  # noqa: E402  (the sweep that wrote the records)
+from structured import dense_model_of, deployed_dir  # noqa: E402  (the sweep that wrote the records)
 
 
 def main() -> int:
@@ -45,22 +44,24 @@ def main() -> int:
     if not mine:
         print(f"no model of seed {args.seed} left on this machine: rerun the sweep's runs first")
         return 1
-    dense_dir = dense_model_of(mine[0], args.preset)
+    dense_dir = dense_model_of(mine[0], args.preset.split("-")[0])
+    per_channel = bool(mine[0].get("int8_per_channel"))
     dense, _, _ = load_pruned_model(dense_dir)
     models = {"dense | pytorch fp32": dense.eval()}
     accuracy = {"dense": {"test": mine[0]["dense_test"], "int8_test": mine[0].get("dense_int8_test")}}
     for label, directory in [("dense", dense_dir)] + [(f"{r['method']} {r['fraction']:g}", Path(r["model_dir"]))
                                                       for r in mine]:
-        out = onnx_dir(directory)
+        out = deployed_dir(directory, per_channel)  # the export the sweep scored (its scheme)
         if not (out / "model.int8.onnx").is_file():
-            export_model(directory, out, quantize="int8", log=lambda line: None)
+            export_model(directory, out, quantize="int8", per_channel=per_channel, log=lambda line: None)
         models[f"{label} | ort fp32"] = OnnxClassifier(out / "model.onnx", threads=args.threads, spin=False)
         models[f"{label} | ort int8"] = OnnxClassifier(out / "model.int8.onnx", threads=args.threads, spin=False)
     for r in mine:
         accuracy[f"{r['method']} {r['fraction']:g}"] = {"test": r["test"], "int8_test": r.get("int8_test")}
     shapes = [(32, 128), (1, 128)]
     timing = time_models(models, shapes, args.rounds, dense.config.vocab_size)
-    lines = [f"Seed {args.seed} of `structured-{args.preset}`; {cpu_description()}, {args.threads} threads, ONNX "
+    lines = [f"Seed {args.seed} of `structured-{args.preset}` (int8 weights {'per channel' if per_channel else 'per tensor'}); "
+             f"{cpu_description()}, {args.threads} threads, ONNX "
              f"Runtime spinning off; fastest of {args.rounds} interleaved rounds (median in brackets), as speed-up over "
              "dense PyTorch fp32 in the same rounds; test accuracy (%) of the model in that runtime (int8 scored by "
              "ONNX Runtime, fp32 graphs equal PyTorch).", "",

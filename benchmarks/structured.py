@@ -150,18 +150,24 @@ def run_one(args, preset_name: str, preset: dict, seed: int, method: str, fracti
             **dense_int8(dense, preset, seed, metric)}
 
 
+def deployed_dir(model_dir: str | Path, per_channel: bool) -> Path:
+    """Where a model's int8 export of one scheme goes: ``<model>-onnx`` (per tensor, the first sweeps'), or
+    ``<model>-onnx-per-channel``."""
+    from pruneformer.compare.report import onnx_dir
+
+    out = onnx_dir(model_dir)
+    return out.with_name(out.name + "-per-channel") if per_channel else out
+
+
 def deployed_scores(model_dir: str | Path, preset: dict, seed: int, metric: str) -> dict:
     """Dev and test accuracy of the model as deployed: ``pruneformer export --quantize int8`` (dynamic int8,
     classifier fp32; per tensor as every record of the first sweeps, per channel with ``--per-channel``),
     scored by ONNX Runtime on the same splits as the PyTorch model."""
-    from pruneformer.compare.report import onnx_dir
     from pruneformer.deploy.export import export_model
     from pruneformer.deploy.runtime import score
 
     per_channel = preset["per_channel"]
-    out = onnx_dir(model_dir)
-    if per_channel:
-        out = out.with_name(out.name + "-per-channel")
+    out = deployed_dir(model_dir, per_channel)
     if not (out / "model.int8.onnx").is_file():
         export_model(model_dir, out, quantize="int8", per_channel=per_channel, log=lambda line: None)
     from transformers import AutoTokenizer
@@ -371,14 +377,11 @@ def rescore_int8(jsonl: Path, preset: dict, results: Path, name: str) -> str:
     are kept as ``int8_dev_stale`` / ``int8_test_stale``. Records are rewritten in place, atomically."""
     import shutil
 
-    from pruneformer.compare.report import onnx_dir
 
     records = read_records(jsonl)
     for index, record in enumerate(records):
         scheme = dict(preset, per_channel=bool(record.get("int8_per_channel")))
-        directory = onnx_dir(record["model_dir"])
-        shutil.rmtree(directory.with_name(directory.name + "-per-channel") if scheme["per_channel"] else directory,
-                      ignore_errors=True)
+        shutil.rmtree(deployed_dir(record["model_dir"], scheme["per_channel"]), ignore_errors=True)
         if "int8_test_stale" not in record:
             record["int8_dev_stale"], record["int8_test_stale"] = record.get("int8_dev"), record.get("int8_test")
         record.update(deployed_scores(record["model_dir"], scheme, record["seed"], record["metric"]))
