@@ -144,6 +144,18 @@ def test_compare_end_to_end_killed_and_resumed(tiny_model_dir, tiny_task, tmp_pa
     for row in summary["rows"]:  # the mean of the per-seed drops, on the same two seeds
         assert row["drop"][0] == pytest.approx(rows["dense"]["accuracy"][0] - row["accuracy"][0])
     assert summary["pareto"]["latency"] and summary["nm_note"]
+    # every seed's int8 model is scored, and an int8 deployment's accuracy and drop are paired by seed
+    by_seed = summary["latency"]["int8_scores_by_seed"]
+    assert {label: set(scores) for label, scores in by_seed.items()} == {r["label"]: {"0", "1"} for r in summary["rows"]}
+    dense_acc = {s: 100 * by_seed["dense"][s]["accuracy"] for s in ("0", "1")}
+    for row in summary["rows"]:
+        int8 = [100 * by_seed[row["label"]][s]["accuracy"] for s in ("0", "1")]
+        assert row["int8_accuracy"][0] == pytest.approx(sum(int8) / 2)
+        assert row["int8_cost"][0] == pytest.approx(row["int8_accuracy"][0] - row["accuracy"][0])
+        assert row["int8_drop"][0] == pytest.approx(rows["dense"]["accuracy"][0] - row["int8_accuracy"][0])
+        deployed = next(d for d in summary["deployments"] if d["label"] == row["label"] and d["runtime"] == ORT_INT8)
+        assert (deployed["accuracy"], deployed["drop"]) == (row["int8_accuracy"][0], row["int8_drop"][0])
+    assert dense_acc["0"] == pytest.approx(100 * summary["latency"]["int8_scores"]["dense"]["accuracy"])
     rec = summary["recommendation"]
     # the rule compare_report implements: among deployments within the drop, those within LATENCY_TIE of the
     # fastest tie, and the most accurate of them is recommended (measured latencies on a shared CPU vary ~10%)

@@ -279,5 +279,5 @@ def compare(recipe: Recipe, options: RunOptions | None = None, **settings: Any) 
 def latency_settings(recipe: Recipe) -> dict[str, Any]:
     c = recipe.compare
     return {"batch": c.latency_batch, "length": c.latency_length, "threads": c.latency_threads, "rounds": c.rounds,
-            "onnx": c.onnx}
+            "onnx": c.onnx, "int8_scored": "every seed"}
 

@@ -2,7 +2,8 @@
 
 * :func:`measure_latency`: every candidate of the first seed (and dense) loaded in one process and timed side
   by side (:func:`pruneformer.deploy.latency.time_models`) in PyTorch fp32 and, when exported, ONNX Runtime fp32 and
-  int8; int8 models are also scored, since int8 changes accuracy and fp32 ONNX does not (export checks it).
+  int8; every seed's int8 model is also scored, since int8 changes accuracy (by seed) and fp32 ONNX does not
+  (export checks it), so an int8 deployment's drop is paired by seed like the fp32 one.
 * :func:`summarise`: mean and spread over seeds, the paired drop against dense, sizes, speed-ups; each
   (candidate, runtime) pair is a *deployment*; the Pareto fronts of accuracy against latency and size, and the
   recommendation: the fastest and the smallest deployment within ``compare.max_drop``.
@@ -52,24 +53,32 @@ def _export(model_dir: str, trust_pickle: bool) -> Path:
 def measure_latency(recipe: Any, records: Sequence[dict], bundle: Any, log: Callable[[str], None],
                     trust_pickle: bool = False) -> dict[str, Any]:
     """Latency (s, fastest of ``compare.rounds`` interleaved rounds) of every first-seed model in every runtime,
-    int8 scores, and the exported files' sizes."""
+    the int8 scores of every seed's model (``int8_scores_by_seed``; ``int8_scores``: the first seed's), and the
+    exported files' sizes."""
     from ..deploy.runtime import OnnxClassifier, score
 
     c = recipe.compare
     seed = c.seeds[0]
     threads = c.latency_threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
-    mine = [r for r in records if r["seed"] == seed]
     models: dict[str, Any] = {}
     int8_scores: dict[str, Any] = {}
+    int8_by_seed: dict[str, dict[str, Any]] = {}
     files: dict[str, dict[str, int]] = {}
     errors: dict[str, str] = {}
     tokenized = tokenizer = collator = None
     images = False
-    for record in mine:
-        model, tok, _ = load_pruned_model(record["model_dir"], trust_pickle=trust_pickle)
-        models[f"{record['label']} | {PYTORCH}"] = model.eval()
-        images = family_of(model).modality == "image"
+    # the timed seed's models first (they are loaded, exported and timed); every other seed's model is exported
+    # and its int8 scored, since int8 moves accuracy differently per seed and the drop is paired by seed
+    for record in sorted(records, key=lambda r: (r["seed"] != seed, r["seed"])):
+        timed = record["seed"] == seed
+        if not timed and not c.onnx:
+            continue
+        if timed or tokenized is None:
+            model, tok, _ = load_pruned_model(record["model_dir"], trust_pickle=trust_pickle)
+        if timed:
+            models[f"{record['label']} | {PYTORCH}"] = model.eval()
+            images = family_of(model).modality == "image"
         if not c.onnx:
             continue
         if tokenized is None:
@@ -77,15 +86,21 @@ def measure_latency(recipe: Any, records: Sequence[dict], bundle: Any, log: Call
             tokenized = image_bundle(bundle) if images else tokenize_bundle(bundle, tokenizer, recipe.data.max_length)
             collator = ImageCollator(tok) if images else None
         try:
+            log(f"int8: exporting and scoring {record['label']} (seed {record['seed']})")
             out = _export(record["model_dir"], trust_pickle)
         except PruneformerError as exc:  # e.g. a model type ONNX export does not cover: time it in PyTorch only
-            errors[record["label"]] = str(exc)
-            log(f"warning: {record['label']} not exported: {exc}")
+            if timed:
+                errors[record["label"]] = str(exc)
+                log(f"warning: {record['label']} not exported: {exc}")
             continue
+        split = tokenized.test if tokenized.test is not None else tokenized.dev
+        scores = score(out / "model.int8.onnx", split, tokenizer, bundle.task.metrics, collator)
+        int8_by_seed.setdefault(record["label"], {})[str(record["seed"])] = scores
+        if not timed:
+            continue
+        int8_scores[record["label"]] = scores
         files[record["label"]] = {"fp32_bytes": (out / "model.onnx").stat().st_size,
                                   "int8_bytes": (out / "model.int8.onnx").stat().st_size}
-        split = tokenized.test if tokenized.test is not None else tokenized.dev
-        int8_scores[record["label"]] = score(out / "model.int8.onnx", split, tokenizer, bundle.task.metrics, collator)
         models[f"{record['label']} | {ORT_FP32}"] = OnnxClassifier(out / "model.onnx", threads=threads, spin=False)
         models[f"{record['label']} | {ORT_INT8}"] = OnnxClassifier(out / "model.int8.onnx", threads=threads, spin=False)
     first = next(m for k, m in models.items() if k.endswith(PYTORCH))
@@ -98,7 +113,8 @@ def measure_latency(recipe: Any, records: Sequence[dict], bundle: Any, log: Call
     timing = time_models(models, [shape], c.rounds, getattr(first.config, "vocab_size", None), images=images)
     key = f"{shape[0]}x{shape[1]}"
     return {"seed": seed, "shape": list(shape), "threads": threads, "rounds": c.rounds, "timing_s": timing[key],
-            "median_s": timing["median"][key], "int8_scores": int8_scores, "onnx_files": files,
+            "median_s": timing["median"][key], "int8_scores": int8_scores, "int8_scores_by_seed": int8_by_seed,
+            "onnx_files": files,
             "export_errors": errors, "load_before": before, "load_after": load_average(), "cpu": cpu_description(),
             "hardware": hardware_summary(), "machine": hardware_record()}
 
@@ -156,6 +172,7 @@ def summarise(recipe: Any, records: Sequence[dict], latency: dict, candidates: S
                "wall_s": sum(r["wall_s"] for r in mine), "latency_s": {}, "speedup": {}}
         int8 = latency["int8_scores"].get(label)
         first_acc = 100 * first["scores"][split][metric]
+        row |= int8_rows(mine, acc, dense, latency.get("int8_scores_by_seed", {}).get(label, {}), metric)
         for runtime in (PYTORCH, ORT_FP32, ORT_INT8):
             seconds = times.get(f"{label} | {runtime}")
             if seconds is None:
@@ -163,12 +180,15 @@ def summarise(recipe: Any, records: Sequence[dict], latency: dict, candidates: S
             row["latency_s"][runtime] = seconds
             row["speedup"][runtime] = base / seconds if base else None
             shift = (100 * int8[metric] - first_acc) if runtime == ORT_INT8 and int8 else 0.0
+            accuracy, drop = row["accuracy"][0] + shift, row["drop"][0] - shift
+            if runtime == ORT_INT8 and "int8_accuracy" in row:  # every seed's int8 model, paired with its dense
+                accuracy, drop = row["int8_accuracy"][0], row["int8_drop"][0]
             files = latency["onnx_files"].get(label, {})
             deployments.append({
                 "label": label, "runtime": runtime, "kind": row["kind"], "seed": latency["seed"],
                 "value": first.get("candidate", {}).get("value"), "model_dir": first["model_dir"],
                 "latency_ms": 1000 * seconds, "speedup": row["speedup"][runtime],
-                "accuracy": row["accuracy"][0] + shift, "drop": row["drop"][0] - shift,
+                "accuracy": accuracy, "drop": drop,
                 "size_bytes": {PYTORCH: size["file_bytes"], ORT_FP32: files.get("fp32_bytes"),
                                ORT_INT8: files.get("int8_bytes")}[runtime]})
         if int8:
@@ -186,6 +206,18 @@ def summarise(recipe: Any, records: Sequence[dict], latency: dict, candidates: S
                "recipe": recipe.model_dump(mode="json")}
     summary["recommendation"] = recommend(deployments, c.max_drop, Path(recipe.output_dir), metric, split)
     return summary
+
+
+def int8_rows(mine: Sequence[dict], fp32: Sequence[float], dense: dict[int, float], by_seed: dict[str, Any],
+              metric: str) -> dict[str, Any]:
+    """A candidate's deployed int8 accuracy over seeds, its drop paired by seed with the dense fp32 model, and
+    its int8 cost (int8 minus its own fp32), when every seed's int8 model was scored; else nothing."""
+    if not by_seed or any(str(r["seed"]) not in by_seed for r in mine):
+        return {}
+    int8 = [100 * by_seed[str(r["seed"])][metric] for r in mine]
+    return {"int8_accuracy": _mean_std(int8),
+            "int8_drop": _mean_std([dense[r["seed"]] - a for r, a in zip(mine, int8) if r["seed"] in dense]),
+            "int8_cost": _mean_std([a - f for a, f in zip(int8, fp32)])}
 
 
 def run_times(records: Sequence[dict]) -> dict[str, float]:
