@@ -81,7 +81,7 @@ class Kill(Exception):
 
 def flags(tiny_model_dir, tiny_task, out):
     return ["--model", str(tiny_model_dir), "--data", str(tiny_task["train"]), "--dev-file", str(tiny_task["dev"]),
-            "--test-file", str(tiny_task["dev"]), "--max-length", "16", "--dense-epochs", "2", "--dense-lr", "1e-3",
+            "--test-file", str(tiny_task["dev"]), "--max-length", "16", "--max-eval", "40", "--dense-epochs", "2", "--dense-lr", "1e-3",
             "--epochs", "1", "--lr", "1e-3", "--seeds", "0,1", "--latency-batch", "4", "--latency-length", "16",
             "--rounds", "2", "--latency-threads", "1", "--batch-size", "16", "--checkpoint-every", "4", "-o", str(out),
             "--quiet"]
@@ -105,7 +105,7 @@ def test_compare_end_to_end_killed_and_resumed(tiny_model_dir, tiny_task, tmp_pa
     # fine-tune 8; 16 steps each), then step 6 of seed 1's magnitude-retrain (checkpoint at step 4)
     recipe = load_recipe(None, recipe_overrides(
         model=str(tiny_model_dir), data=str(tiny_task["train"]), dev_file=str(tiny_task["dev"]),
-        test_file=str(tiny_task["dev"]), max_length=16, dense_epochs=2.0, dense_lr=1e-3, epochs=1.0, lr=1e-3,
+        test_file=str(tiny_task["dev"]), max_length=16, max_eval=40, dense_epochs=2.0, dense_lr=1e-3, epochs=1.0, lr=1e-3,
         batch_size=16, checkpoint_every=4, candidates=CANDIDATES, seeds=[0, 1], latency_batch=4, latency_length=16,
         rounds=2, latency_threads=1, output_dir=str(out)))
     steps = []
@@ -156,6 +156,21 @@ def test_compare_end_to_end_killed_and_resumed(tiny_model_dir, tiny_task, tmp_pa
         deployed = next(d for d in summary["deployments"] if d["label"] == row["label"] and d["runtime"] == ORT_INT8)
         assert (deployed["accuracy"], deployed["drop"]) == (row["int8_accuracy"][0], row["int8_drop"][0])
     assert dense_acc["0"] == pytest.approx(100 * summary["latency"]["int8_scores"]["dense"]["accuracy"])
+    # each seed's int8 model is scored on that seed's own test rows (--max-eval draws 40 of 64 by seed)
+    from pruneformer.compare.report import onnx_dir
+    from pruneformer.data import tokenize_bundle
+    from pruneformer.deploy.runtime import score
+    from pruneformer.models.saved import load_pruned_model
+    from pruneformer.runs.engine import prepare_data
+
+    tokenizer = load_pruned_model(tiny_model_dir)[1]
+    tests = {s: tokenize_bundle(prepare_data(recipe.data, s), tokenizer, 16).test for s in (0, 1)}
+    assert tests[0]["input_ids"] != tests[1]["input_ids"]
+    for record in (r for u in json.loads((out / "compare_state.json").read_text())["done"].values()
+                   for r in u.get("records", []) if r["label"] in ("dense", "l1-structured:0.5")):
+        expected = score(onnx_dir(record["model_dir"]) / "model.int8.onnx", tests[record["seed"]], tokenizer,
+                         ["accuracy"], None)
+        assert by_seed[record["label"]][str(record["seed"])]["accuracy"] == pytest.approx(expected["accuracy"])
     rec = summary["recommendation"]
     # the rule compare_report implements: among deployments within the drop, those within LATENCY_TIE of the
     # fastest tie, and the most accurate of them is recommended (measured latencies on a shared CPU vary ~10%)

@@ -56,6 +56,7 @@ def measure_latency(recipe: Any, records: Sequence[dict], bundle: Any, log: Call
     the int8 scores of every seed's model (``int8_scores_by_seed``; ``int8_scores``: the first seed's), and the
     exported files' sizes."""
     from ..deploy.runtime import OnnxClassifier, score
+    from ..runs.engine import prepare_data
 
     c = recipe.compare
     seed = c.seeds[0]
@@ -67,6 +68,7 @@ def measure_latency(recipe: Any, records: Sequence[dict], bundle: Any, log: Call
     files: dict[str, dict[str, int]] = {}
     errors: dict[str, str] = {}
     tokenized = tokenizer = collator = None
+    splits: dict[int, Any] = {}
     images = False
     # the timed seed's models first (they are loaded, exported and timed); every other seed's model is exported
     # and its int8 scored, since int8 moves accuracy differently per seed and the drop is paired by seed
@@ -85,6 +87,11 @@ def measure_latency(recipe: Any, records: Sequence[dict], bundle: Any, log: Call
             tokenizer = tok
             tokenized = image_bundle(bundle) if images else tokenize_bundle(bundle, tokenizer, recipe.data.max_length)
             collator = ImageCollator(tok) if images else None
+            splits[seed] = tokenized.test if tokenized.test is not None else tokenized.dev
+        if record["seed"] not in splits:  # each seed's own dev/test rows (max_eval draws them by seed)
+            theirs = prepare_data(recipe.data, record["seed"])
+            theirs = image_bundle(theirs) if images else tokenize_bundle(theirs, tokenizer, recipe.data.max_length)
+            splits[record["seed"]] = theirs.test if theirs.test is not None else theirs.dev
         try:
             log(f"int8: exporting and scoring {record['label']} (seed {record['seed']})")
             out = _export(record["model_dir"], trust_pickle)
@@ -93,8 +100,7 @@ def measure_latency(recipe: Any, records: Sequence[dict], bundle: Any, log: Call
                 errors[record["label"]] = str(exc)
                 log(f"warning: {record['label']} not exported: {exc}")
             continue
-        split = tokenized.test if tokenized.test is not None else tokenized.dev
-        scores = score(out / "model.int8.onnx", split, tokenizer, bundle.task.metrics, collator)
+        scores = score(out / "model.int8.onnx", splits[record["seed"]], tokenizer, bundle.task.metrics, collator)
         int8_by_seed.setdefault(record["label"], {})[str(record["seed"])] = scores
         if not timed:
             continue
