@@ -7,6 +7,14 @@ rounds at batch 32 x 128 (and 1 x 128) with 2 threads, and writes ratios to dens
 instruction set beside them (int8 kernels differ: AVX2, AVX-512 VNNI, AMX). Pause other work while it runs.
 
     python benchmarks/deployed_latency.py --preset standard --seed 0 --rounds 10
+
+Or, for models that any command saved (a compare's candidates, a model rebuilt on another CPU): ``--dense DIR``
+and ``--model LABEL=DIR`` (repeatable) time those side by side and write ``deployed-latency-<tag>.{md,json}``.
+Latency depends only on a model's shapes, so a model with the shapes of a sweep's model (``l1-structured``
+keeps the same heads and units whatever the retraining budget: rebuild it with ``--epochs 0``) times the same;
+accuracy is then not reported, as it would not be that model's.
+
+    python benchmarks/deployed_latency.py --tag vnni --dense runs/d/model --model "l1 0.2=runs/l1/model"
 """
 
 from __future__ import annotations
@@ -36,8 +44,15 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--dense", type=Path, help="a saved dense model: time --model directories against it")
+    parser.add_argument("--model", action="append", default=[], metavar="LABEL=DIR",
+                        help="a saved pruned model to time beside --dense (repeatable)")
+    parser.add_argument("--tag", default="models", help="with --dense: the results' name, deployed-latency-<tag>")
+    parser.add_argument("--per-tensor", action="store_true", help="with --dense: int8 weights per tensor")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.dense is not None:
+        return time_saved_models(args)
     results = HERE / "results"
     records = [json.loads(line) for line in (results / f"structured-{args.preset}.jsonl").read_text().splitlines()]
     mine = [r for r in records if r["seed"] == args.seed and Path(r["model_dir"]).is_dir()]
@@ -49,37 +64,73 @@ def main() -> int:
     dense, _, _ = load_pruned_model(dense_dir)
     models = {"dense | pytorch fp32": dense.eval()}
     accuracy = {"dense": {"test": mine[0]["dense_test"], "int8_test": mine[0].get("dense_int8_test")}}
-    for label, directory in [("dense", dense_dir)] + [(f"{r['method']} {r['fraction']:g}", Path(r["model_dir"]))
-                                                      for r in mine]:
+    add_deployed(models, [("dense", dense_dir)] + [(f"{r['method']} {r['fraction']:g}", Path(r["model_dir"]))
+                                                   for r in mine], per_channel, args.threads)
+    for r in mine:
+        accuracy[f"{r['method']} {r['fraction']:g}"] = {"test": r["test"], "int8_test": r.get("int8_test")}
+    heading = (f"Seed {args.seed} of `structured-{args.preset}` (int8 weights "
+               f"{'per channel' if per_channel else 'per tensor'}); ")
+    return write_timing(models, accuracy, heading, f"deployed-latency-{args.preset}-seed{args.seed}", args,
+                        dense.config.vocab_size)
+
+
+def add_deployed(models: dict, named_dirs: list[tuple[str, Path]], per_channel: bool, threads: int) -> None:
+    """Each saved model's ONNX fp32 and int8 exports (made if missing), ready to time, spinning workers off."""
+    for label, directory in named_dirs:
         out = deployed_dir(directory, per_channel)  # the export the sweep scored (its scheme)
         if not (out / "model.int8.onnx").is_file():
             export_model(directory, out, quantize="int8", per_channel=per_channel, log=lambda line: None)
-        models[f"{label} | ort fp32"] = OnnxClassifier(out / "model.onnx", threads=args.threads, spin=False)
-        models[f"{label} | ort int8"] = OnnxClassifier(out / "model.int8.onnx", threads=args.threads, spin=False)
-    for r in mine:
-        accuracy[f"{r['method']} {r['fraction']:g}"] = {"test": r["test"], "int8_test": r.get("int8_test")}
+        models[f"{label} | ort fp32"] = OnnxClassifier(out / "model.onnx", threads=threads, spin=False)
+        models[f"{label} | ort int8"] = OnnxClassifier(out / "model.int8.onnx", threads=threads, spin=False)
+
+
+def time_saved_models(args: argparse.Namespace) -> int:
+    """``--dense`` / ``--model``: any saved models, timed side by side; shapes only, so no accuracy column."""
+    named = [("dense", args.dense)]
+    for item in args.model:
+        label, sep, directory = item.partition("=")
+        if not sep or not label or " | " in label:
+            raise SystemExit(f"--model {item!r}: give it as LABEL=DIR, e.g. --model 'l1 0.2=runs/l1/model'")
+        named.append((label.strip(), Path(directory)))
+    for label, directory in named:
+        if not (directory / "config.json").is_file():
+            raise SystemExit(f"{label}: {directory} is not a saved model (no config.json); pass the model directory")
+    dense, _, _ = load_pruned_model(args.dense)
+    models = {"dense | pytorch fp32": dense.eval()}
+    add_deployed(models, named, not args.per_tensor, args.threads)
+    heading = (f"Saved models ({', '.join(f'{label}: `{d}`' for label, d in named)}; int8 weights "
+               f"{'per tensor' if args.per_tensor else 'per channel'}); ")
+    return write_timing(models, None, heading, f"deployed-latency-{args.tag}", args, dense.config.vocab_size)
+
+
+def write_timing(models: dict, accuracy: dict | None, heading: str, name: str, args: argparse.Namespace,
+                 vocab_size: int) -> int:
+    """Time ``models`` in interleaved rounds and write the ratio table (and the raw timings) under results/."""
+    results = HERE / "results"
     shapes = [(32, 128), (1, 128)]
-    timing = time_models(models, shapes, args.rounds, dense.config.vocab_size)
-    lines = [f"Seed {args.seed} of `structured-{args.preset}` (int8 weights {'per channel' if per_channel else 'per tensor'}); "
-             f"{cpu_description()}, {args.threads} threads, ONNX "
+    timing = time_models(models, shapes, args.rounds, vocab_size)
+    scored = accuracy is not None
+    lines = [heading + f"{cpu_description()}, {args.threads} threads, ONNX "
              f"Runtime spinning off; fastest of {args.rounds} interleaved rounds (median in brackets), as speed-up over "
-             "dense PyTorch fp32 in the same rounds; test accuracy (%) of the model in that runtime (int8 scored by "
-             "ONNX Runtime, fp32 graphs equal PyTorch).", "",
-             "| model | runtime | test | 32 x 128 | 1 x 128 |", "|---|---|---|---|---|"]
-    for name in models:
-        label, runtime = name.split(" | ")
-        acc = accuracy[label]["int8_test" if runtime.endswith("int8") else "test"]
+             "dense PyTorch fp32 in the same rounds" + ("; test accuracy (%) of the model in that runtime (int8 scored "
+                                                        "by ONNX Runtime, fp32 graphs equal PyTorch)." if scored else "."),
+             "", "| model | runtime | test | 32 x 128 | 1 x 128 |" if scored else "| model | runtime | 32 x 128 | 1 x 128 |",
+             "|---|---|---|---|---|" if scored else "|---|---|---|---|"]
+    for name_ in models:
+        label, runtime = name_.split(" | ")
         cells = []
         for b, length in shapes:
             key = f"{b}x{length}"
             base, base_median = timing[key]["dense | pytorch fp32"], timing["median"][key]["dense | pytorch fp32"]
-            cells.append(f"{base / timing[key][name]:.2f}x ({base_median / timing['median'][key][name]:.2f}x)")
-        lines.append(f"| {label} | {runtime} | {100 * acc:.1f} | " + " | ".join(cells) + " |")
+            cells.append(f"{base / timing[key][name_]:.2f}x ({base_median / timing['median'][key][name_]:.2f}x)")
+        if scored:
+            acc = accuracy[label]["int8_test" if runtime.endswith("int8") else "test"]
+            cells.insert(0, "-" if acc is None else f"{100 * acc:.1f}")
+        lines.append(f"| {label} | {runtime} | " + " | ".join(cells) + " |")
     ms = {k: 1000 * v for k, v in timing["32x128"].items()}
     lines += ["", f"Dense PyTorch fp32 at 32 x 128: {ms['dense | pytorch fp32']:.0f} ms "
               f"(median {1000 * statistics.median([timing['median']['32x128']['dense | pytorch fp32']]):.0f} ms)."]
     markdown = "\n".join(lines) + "\n"
-    name = f"deployed-latency-{args.preset}-seed{args.seed}"
     (results / f"{name}.md").write_text(markdown)
     (results / f"{name}.json").write_text(json.dumps({"timing_s": timing, "accuracy": accuracy, "rounds": args.rounds,
                                                       "threads": args.threads, "machine": hardware_record()}, indent=2))
