@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -103,7 +102,7 @@ def time_saved_models(args: argparse.Namespace) -> int:
     return write_timing(models, None, heading, f"deployed-latency-{args.tag}", args, dense.config.vocab_size)
 
 
-def write_timing(models: dict, accuracy: dict | None, heading: str, name: str, args: argparse.Namespace,
+def write_timing(models: dict, accuracy: dict | None, heading: str, stem: str, args: argparse.Namespace,
                  vocab_size: int) -> int:
     """Time ``models`` in interleaved rounds and write the ratio table (and the raw timings) under results/."""
     results = HERE / "results"
@@ -114,25 +113,26 @@ def write_timing(models: dict, accuracy: dict | None, heading: str, name: str, a
              f"Runtime spinning off; fastest of {args.rounds} interleaved rounds (median in brackets), as speed-up over "
              "dense PyTorch fp32 in the same rounds" + ("; test accuracy (%) of the model in that runtime (int8 scored "
                                                         "by ONNX Runtime, fp32 graphs equal PyTorch)." if scored else "."),
-             "", "| model | runtime | test | 32 x 128 | 1 x 128 |" if scored else "| model | runtime | 32 x 128 | 1 x 128 |",
-             "|---|---|---|---|---|" if scored else "|---|---|---|---|"]
-    for name_ in models:
-        label, runtime = name_.split(" | ")
+             ""]
+    columns = ["model", "runtime"] + (["test"] if scored else []) + [f"{b} x {length}" for b, length in shapes]
+    lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for name in models:
+        label, runtime = name.split(" | ")
         cells = []
         for b, length in shapes:
             key = f"{b}x{length}"
             base, base_median = timing[key]["dense | pytorch fp32"], timing["median"][key]["dense | pytorch fp32"]
-            cells.append(f"{base / timing[key][name_]:.2f}x ({base_median / timing['median'][key][name_]:.2f}x)")
+            cells.append(f"{base / timing[key][name]:.2f}x ({base_median / timing['median'][key][name]:.2f}x)")
         if scored:
             acc = accuracy[label]["int8_test" if runtime.endswith("int8") else "test"]
             cells.insert(0, "-" if acc is None else f"{100 * acc:.1f}")
         lines.append(f"| {label} | {runtime} | " + " | ".join(cells) + " |")
     ms = {k: 1000 * v for k, v in timing["32x128"].items()}
     lines += ["", f"Dense PyTorch fp32 at 32 x 128: {ms['dense | pytorch fp32']:.0f} ms "
-              f"(median {1000 * statistics.median([timing['median']['32x128']['dense | pytorch fp32']]):.0f} ms)."]
+              f"(median {1000 * timing['median']['32x128']['dense | pytorch fp32']:.0f} ms)."]
     markdown = "\n".join(lines) + "\n"
-    (results / f"{name}.md").write_text(markdown)
-    (results / f"{name}.json").write_text(json.dumps({"timing_s": timing, "accuracy": accuracy, "rounds": args.rounds,
+    (results / f"{stem}.md").write_text(markdown)
+    (results / f"{stem}.json").write_text(json.dumps({"timing_s": timing, "accuracy": accuracy, "rounds": args.rounds,
                                                       "threads": args.threads, "machine": hardware_record()}, indent=2))
     print(markdown)
     return 0
