@@ -286,3 +286,21 @@ def test_keep_fp32_by_role_skips_linears_a_cut_left_without_rows():
 
     shrunk = shrink_model(tiny_family_model("bert"), [LayerPlan(heads=[]), LayerPlan()])
     assert fp32_linears(shrunk, ["query"]) == ["bert.encoder.layer.1.attention.self.query"]
+
+
+def test_reduce_range_export_from_the_command_line(saved, tmp_path):
+    """``--reduce-range`` stores weights in [-64, 64] and records that every CPU computes them exactly; the
+    full-range export warns where this CPU's int8 clips (``hardware.int8_saturates``) and records it."""
+    from pruneformer.deploy.hardware import int8_saturates
+
+    reduced = runner.invoke(app, ["export", str(saved["dense"]), "-o", str(tmp_path / "r"), "--quantize", "int8",
+                                  "--reduce-range"])
+    assert reduced.exit_code == 0, reduced.output
+    record = json.loads((tmp_path / "r" / "quantization.json").read_text())
+    assert record["reduce_range"] is True and record["exact_on"] == "every CPU" and record["saturated_here"] is False
+    assert "range [-64, 64]" in record["type"] and "warning" not in reduced.output
+    full = runner.invoke(app, ["export", str(saved["dense"]), "-o", str(tmp_path / "f"), "--quantize", "int8"])
+    assert full.exit_code == 0, full.output
+    record = json.loads((tmp_path / "f" / "quantization.json").read_text())
+    assert record["reduce_range"] is False and record["saturated_here"] is int8_saturates()
+    assert ("warning: this CPU" in full.output) is int8_saturates()

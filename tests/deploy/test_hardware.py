@@ -38,3 +38,15 @@ def test_every_latency_record_carries_the_machine():
     timing = time_models({"a": Tiny(), "b": Tiny()}, [(2, 4)], rounds=2, vocab=2000)
     assert set(timing) == {"2x4", "median", "hardware"} and set(timing["2x4"]) == {"a", "b"}
     assert timing["hardware"] == hardware.hardware_record()
+
+
+def test_the_int8_saturation_probe_agrees_with_the_instruction_set():
+    """ONNX Runtime's u8 x s8 kernel clips pair sums in int16 without VNNI (AVX2, AVX-512F) and is exact with
+    VNNI or AMX: the probe measures it, and the record carries it."""
+    saturates = hardware.int8_saturates()
+    isa = hardware.instruction_set()
+    if isa in ("AVX2", "AVX-512"):
+        assert saturates is True
+    elif isa in ("AVX-512 VNNI", "AMX", "AVX-VNNI"):
+        assert saturates is False
+    assert hardware.hardware_record()["int8_saturates"] is saturates

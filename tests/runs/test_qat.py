@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from pruneformer.cli import app
 from pruneformer.deploy.export import export_model
 from pruneformer.deploy.fake_quant import quantize_weight
+from pruneformer.deploy.hardware import int8_saturates
 from pruneformer.errors import RecipeError
 from pruneformer.models.saved import load_pruned_model
 from pruneformer.runs.pipeline import run
@@ -31,7 +32,7 @@ def test_qat_stage_leaves_the_int8_grid_and_says_so(tiny_recipe, tmp_path):
     assert report["phases"][-1]["steps"] == 16  # 256 examples / 16 per batch, 1 epoch
     qat = report["structured"]["qat"]
     assert qat == {"epochs": 1.0, "per_channel": True, "keep_fp32": ["classifier"], "int8_linears": 13,
-                   "fp32_linears": ["classifier"]}
+                   "fp32_linears": ["classifier"], "reduce_range": False}
     # int8 rounds small weights to zero: not pruning, so the kept fraction is counted before the QAT stage
     assert report["structured"]["nonzero_encoder_weights"] == report["structured"]["shrunk_encoder_weights"]
     model, _, info = load_pruned_model(report["model_dir"])
@@ -47,9 +48,16 @@ def test_qat_stage_leaves_the_int8_grid_and_says_so(tiny_recipe, tmp_path):
     warned: list[str] = []
     export_model(report["model_dir"], tmp_path / "onnx", quantize="int8", per_channel=False, log=warned.append)
     assert any(line.startswith("warning: this model was fine-tuned for int8 per channel") for line in warned)
+    reduced: list[str] = []
+    export_model(report["model_dir"], tmp_path / "onnx3", quantize="int8", reduce_range=True, log=reduced.append)
+    assert any(line.startswith("warning: this model was fine-tuned") and "without --reduce-range" in line
+               for line in reduced)
     quiet: list[str] = []
     export_model(report["model_dir"], tmp_path / "onnx2", quantize="int8", log=quiet.append)
-    assert not any("warning" in line for line in quiet)
+    assert not any("fine-tuned" in line for line in quiet)
+    # the full range is clipped where this CPU's int8 saturates, and the export says so
+    assert any(line.startswith("warning: this CPU") for line in quiet) is int8_saturates()
+    assert not any(line.startswith("warning") for line in reduced if "fine-tuned" not in line)
     # resume: every stage is done, the QAT model is loaded rather than trained again
     again = run(recipe, resume=True, progress=False, log=lambda _: None)
     assert again["pruned"]["dev"] == report["pruned"]["dev"]

@@ -79,6 +79,9 @@ def export_cmd(
     per_channel: bool = typer.Option(True, "--per-channel/--per-tensor", help="With --quantize: one int8 scale per "
                                      "output column of each weight (default; same speed, less accuracy lost), or one "
                                      "per matrix"),
+    reduce_range: bool = typer.Option(False, "--reduce-range/--full-range", help="With --quantize: int8 weights in "
+                                      "[-64, 64], which every CPU multiplies exactly; full range (default) is exact "
+                                      "on VNNI / AMX CPUs, clipped on AVX2-only ones"),
     recipe: Optional[Path] = typer.Option(None, "--recipe", "-r", help="With --quantize: the recipe whose data (and "
                                           "seed) give the dev split scored before and after (default: the recipe.yaml "
                                           "of the run that saved MODEL_DIR, else the embedded data)."),
@@ -103,7 +106,8 @@ def export_cmd(
 
         export_model(model_dir, output_dir, fmt=fmt, quantize=quantize, keep_fp32=keep_fp32 or ["classifier"],
                      tolerance=tolerance, dev=dev_split if quantize else None, trust_pickle=trust_pickle,
-                     per_channel=per_channel, log=lambda line: console.print(line, highlight=False, soft_wrap=True))
+                     per_channel=per_channel, reduce_range=reduce_range,
+                     log=lambda line: console.print(line, highlight=False, soft_wrap=True))
     except PruneformerError as exc:
         fail(exc)
 

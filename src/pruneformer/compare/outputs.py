@@ -13,8 +13,13 @@ MARKERS = {PYTORCH: "o", ORT_FP32: "s", ORT_INT8: "^"}
 
 
 def _machine(lat: dict) -> str:
-    """The CPU with its instruction set and threads (records before the ISA was recorded name the CPU only)."""
-    return lat["hardware"] if "machine" in lat else f"{lat['cpu']} ({lat['hardware']}; instruction set not recorded)"
+    """The CPU with its instruction set and threads (records before the ISA was recorded name the CPU only), and
+    whether its int8 clips full-range weights (then the int8 scores are this CPU's, not a VNNI / AMX CPU's)."""
+    if "machine" not in lat:
+        return f"{lat['cpu']} ({lat['hardware']}; instruction set not recorded)"
+    clipped = lat["machine"].get("int8_saturates")
+    return lat["hardware"] + ("; its ONNX Runtime int8 clips full-range weight products (no VNNI), so the int8 "
+                              "scores above are this CPU's" if clipped else "")
 
 
 def _pm(pair: tuple[float, float] | list[float], n: int) -> str:

@@ -40,13 +40,15 @@ def onnx_dir(model_dir: str | Path) -> Path:
     return model_dir.with_name(model_dir.name + "-onnx")
 
 
-def _export(model_dir: str, trust_pickle: bool) -> Path:
+def _export(model_dir: str, trust_pickle: bool, int8: Any) -> Path:
+    """``model_dir`` in ONNX fp32 and int8, the int8 as the recipe's ``qat`` section deploys it (per channel or
+    tensor, reduced range or not, which Linears stay fp32), whether or not a QAT stage ran."""
     from ..deploy.export import export_model
 
     out = onnx_dir(model_dir)
     if not ((out / "export.json").is_file() and (out / "model.int8.onnx").is_file()):
-        export_model(model_dir, out, quantize="int8", keep_fp32=("classifier",), trust_pickle=trust_pickle,
-                     log=lambda line: None)
+        export_model(model_dir, out, quantize="int8", keep_fp32=tuple(int8.keep_fp32), trust_pickle=trust_pickle,
+                     per_channel=int8.per_channel, reduce_range=int8.reduce_range, log=lambda line: None)
     return out
 
 
@@ -94,7 +96,7 @@ def measure_latency(recipe: Any, records: Sequence[dict], bundle: Any, log: Call
             splits[record["seed"]] = theirs.test if theirs.test is not None else theirs.dev
         try:
             log(f"int8: exporting and scoring {record['label']} (seed {record['seed']})")
-            out = _export(record["model_dir"], trust_pickle)
+            out = _export(record["model_dir"], trust_pickle, recipe.qat)
         except PruneformerError as exc:  # e.g. a model type ONNX export does not cover: time it in PyTorch only
             if timed:
                 errors[record["label"]] = str(exc)

@@ -36,6 +36,7 @@ from ..errors import ExportError
 from ..families import family_of
 from ..models.saved import load_pruned_model
 from ..version import __version__
+from .hardware import instruction_set, int8_saturates
 from .quantize import fp32_linears, linear_initializers, quantize_int8, quiet
 from .runtime import DISABLED_FUSIONS, MODEL_INPUTS, TOLERANCE, compare, input_names, score, session, split_batches
 
@@ -262,13 +263,17 @@ def attention_to_3d(graph) -> int:
 def export_model(model_dir: str | Path, output_dir: str | Path, *, fmt: str = "onnx", quantize: str | None = None,
                  keep_fp32: Sequence[str] = ("classifier",), tolerance: float = TOLERANCE,
                  dev: Callable[[Any], tuple[Any, Sequence[str]]] | None = None, trust_pickle: bool = False,
-                 per_channel: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+                 per_channel: bool = True, reduce_range: bool = False,
+                 log: Callable[[str], None] = print) -> dict[str, Any]:
     """Export ``model_dir`` to ``output_dir`` (see the module docstring); returns the ``export.json`` record.
 
     ``dev(tokenizer)`` gives a tokenized split and its metrics: it is scored with the fp32 and the int8 graph
     when quantizing, and compared between PyTorch and the fp32 graph on every example. ``per_channel``: one int8
     scale per output column (the default: on the standard benchmark's models it cost 0.17-0.23 points of test
     accuracy against 0.50-0.63 per tensor, at the same speed; ``benchmarks/results/int8_choices-standard.md``).
+    ``reduce_range``: int8 weights in [-64, 64], which every CPU multiplies exactly; full-range weights are exact
+    on VNNI / AMX CPUs only, and an AVX2 CPU clips their products (``hardware.int8_saturates``), so exporting
+    them there warns and records what this CPU computes.
     """
     check_choice(fmt, FORMATS, "--format")
     check_choice(quantize, QUANTIZATIONS, "--quantize")
@@ -277,9 +282,16 @@ def export_model(model_dir: str | Path, output_dir: str | Path, *, fmt: str = "o
     graph_model = full_output_rows(model)  # what the graph computes, Linear by Linear
     kept = fp32_linears(graph_model, keep_fp32) if quantize else []  # a bad selector fails before any work
     qat = (info or {}).get("qat")
-    if quantize and qat and (qat["per_channel"] != per_channel or sorted(qat["keep_fp32"]) != sorted(keep_fp32)):
+    if quantize and qat and (qat["per_channel"] != per_channel or sorted(qat["keep_fp32"]) != sorted(keep_fp32)
+                             or qat.get("reduce_range", False) != reduce_range):
         log(f"warning: this model was fine-tuned for int8 {'per channel' if qat['per_channel'] else 'per tensor'} "
-            f"with --keep-fp32 {' '.join(qat['keep_fp32'])}; exporting it otherwise loses what that fine-tune bought")
+            f"{'with' if qat.get('reduce_range') else 'without'} --reduce-range, with --keep-fp32 "
+            f"{' '.join(qat['keep_fp32'])}; exporting it otherwise loses what that fine-tune bought")
+    saturates = bool(quantize) and not reduce_range and int8_saturates()
+    if saturates:
+        log(f"warning: this CPU ({instruction_set()}, no VNNI) clips ONNX Runtime's full-range int8 products, so the "
+            "int8 scores below are this CPU's, not a VNNI / AMX CPU's; --reduce-range exports weights every CPU "
+            "multiplies exactly")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -316,8 +328,12 @@ def export_model(model_dir: str | Path, output_dir: str | Path, *, fmt: str = "o
         record["check"]["fp32_dev"] = compare(model, session(onnx_path), split_batches(dev_split, tokenizer))
     if quantize:
         stats = quantize_int8(onnx_path, out / INT8_FILE, graph_model, kept,
-                              lambda path: compare(model, session(path), batches), tolerance, per_channel)
+                              lambda path: compare(model, session(path), batches), tolerance, per_channel,
+                              reduce_range)
         stats["per_channel"] = per_channel
+        stats["reduce_range"] = reduce_range
+        stats["exact_on"] = "every CPU" if reduce_range else "CPUs with VNNI or AMX"
+        stats["saturated_here"] = saturates
         stats["keep_fp32"] = list(keep_fp32)
         stats["int8_check"] = compare(model, session(out / INT8_FILE), batches)
         if dev_split is not None:
@@ -327,7 +343,7 @@ def export_model(model_dir: str | Path, output_dir: str | Path, *, fmt: str = "o
         weights[INT8_FILE] = stats.pop("weights")
         stats["linears"] = {name: {"initializer": init, "transposed": transposed, "dtype": dtype}
                             for name, (init, transposed, dtype) in sorted(weights[INT8_FILE].items())}
-        scheme = "per channel" if per_channel else "per tensor"
+        scheme = ("per channel" if per_channel else "per tensor") + (", range [-64, 64]" if reduce_range else "")
         record["quantization"] = {"type": f"dynamic int8 (weights QInt8 {scheme}, activations uint8)", **stats}
         (out / QUANTIZATION_FILE).write_text(json.dumps(record["quantization"], indent=2))
         log(f"quantized {out / INT8_FILE} ({(out / INT8_FILE).stat().st_size / 1e6:.1f} MB); fusions "

@@ -64,11 +64,41 @@ def torch_capability() -> str:
     return str(torch.backends.cpu.get_cpu_capability())
 
 
+@lru_cache(maxsize=1)
+def int8_saturates() -> bool:
+    """Whether ONNX Runtime's int8 MatMul on this CPU saturates full-range int8 weights (measured, not guessed).
+
+    Why: without VNNI (AVX2, AVX-512F) ONNX Runtime's u8 x s8 kernel multiplies with ``vpmaddubsw``, which sums
+    each pair of products into int16 and clips it at 32,767; a uint8 activation (up to 255) against two int8
+    weights near +-127 overflows (255 * 127 * 2 = 64,770). VNNI and AMX accumulate in int32 and are exact. Measured
+    on a 2-core AVX2 EPYC with ONNX Runtime 1.32: random full-range operands came back wrong in 99.9% of the
+    outputs, by up to 97,020; weights within the reduced range [-64, 64] (``--reduce-range``) came back exact. The
+    probe multiplies 255s by 127s, whose exact product no saturating kernel returns."""
+    import numpy as np
+    import onnxruntime
+    from onnx import TensorProto, helper, numpy_helper
+
+    inner = 64
+    weights = numpy_helper.from_array(np.full((inner, 2), 127, dtype=np.int8), "B")
+    graph = helper.make_graph([helper.make_node("MatMulInteger", ["A", "B"], ["Y"])], "int8_probe",
+                              [helper.make_tensor_value_info("A", TensorProto.UINT8, [4, inner])],
+                              [helper.make_tensor_value_info("Y", TensorProto.INT32, [4, 2])], [weights])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    probe = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    out = probe.run(None, {"A": np.full((4, inner), 255, dtype=np.uint8)})[0]
+    return bool((out != 255 * 127 * inner).any())
+
+
 def hardware_record() -> dict[str, Any]:
-    """The machine, as a JSON-ready record for every latency and benchmark file."""
+    """The machine, as a JSON-ready record for every latency and benchmark file (``int8_saturates``: whether
+    this CPU's ONNX Runtime int8 clips full-range weights, see :func:`int8_saturates`)."""
     present = [flag for flag, _ in ISA_FLAGS if flag in cpu_flags()]
     return {"cpu": cpu_name(), "isa": instruction_set(), "isa_flags": present, "torch_kernels": torch_capability(),
-            "aten_cpu_capability": os.environ.get("ATEN_CPU_CAPABILITY"), "cores": os.cpu_count()}
+            "aten_cpu_capability": os.environ.get("ATEN_CPU_CAPABILITY"), "cores": os.cpu_count(),
+            "int8_saturates": int8_saturates()}
 
 
 def cpu_description() -> str:

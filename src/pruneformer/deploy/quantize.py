@@ -101,9 +101,10 @@ def fp32_linears(model: nn.Module, selectors: Sequence[str]) -> list[str]:
 
 def quantize_int8(fp32_path: Path, out_path: Path, model: nn.Module, kept: Sequence[str],
                   check: Callable[[Path], dict[str, Any]], tolerance: float = TOLERANCE,
-                  per_channel: bool = True) -> dict[str, Any]:
+                  per_channel: bool = True, reduce_range: bool = False) -> dict[str, Any]:
     """ORT's transformer fusions, then dynamic int8 of every MatMul and Gemm weight but those of the Linears
-    ``kept``; the record of which Linear is stored how is read back from the quantized graph.
+    ``kept``; the record of which Linear is stored how is read back from the quantized graph. ``reduce_range``:
+    weights in [-64, 64] (7 bits), which CPUs without VNNI multiply exactly (``hardware.int8_saturates``).
 
     ``check(path)`` compares a graph with PyTorch; the fused fp32 graph must pass it within the tolerance
     (a fusion that changes the numbers is an error), the int8 graph's numbers are recorded.
@@ -136,7 +137,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, model: nn.Module, kept: Seque
                     for name in {"MatMul": [n.name], "Gemm": [n.name, f"{n.name}_MatMul"]}.get(n.op_type, [])]
         excluded += empty_products(graph)
         quantize_dynamic(str(fused_path), str(out_path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
-                         nodes_to_exclude=excluded, per_channel=per_channel,
+                         nodes_to_exclude=excluded, per_channel=per_channel, reduce_range=reduce_range,
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     stored = stored_linears(onnx.load(str(out_path)).graph, model)
     wrongly = sorted(name for name in kept if stored[name][2] != "fp32")

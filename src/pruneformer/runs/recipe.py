@@ -111,6 +111,8 @@ class QATConfig(Settings):
                               "--per-channel; export with the same setting")
     keep_fp32: list[str] = Field(default_factory=lambda: ["classifier"],
                                  description="Linears left in fp32, as export's --keep-fp32 (export with the same)")
+    reduce_range: bool = Field(False, description="int8 weights in [-64, 64], as export's --reduce-range: exact on "
+                               "every CPU (full-range products are clipped by CPUs without VNNI); export with the same")
 
 
 class CompareConfig(Settings):

@@ -212,15 +212,17 @@ def _qat_stage(run: Run, shrunk: nn.Module, teacher: nn.Module, layers: int) -> 
     recipe, q = run.recipe, run.recipe.qat
     key = "phase2-qat"
     snapshot = run.out / "checkpoints" / key
-    settings = {"epochs": q.epochs, "per_channel": q.per_channel, "keep_fp32": list(q.keep_fp32)}
+    settings = {"epochs": q.epochs, "per_channel": q.per_channel, "keep_fp32": list(q.keep_fp32),
+                "reduce_range": q.reduce_range}
 
     def fine_tune() -> tuple[nn.Module, PhaseResult, dict]:
-        simulation = simulate_int8(shrunk, q.keep_fp32, q.per_channel)
+        simulation = simulate_int8(shrunk, q.keep_fp32, q.per_channel, q.reduce_range)
         distiller = mlpruning_distiller(teacher, layers, recipe, attention=False) if recipe.mlpruning.distill else None
         result = run.train(shrunk, key, run.settings(q.epochs, q.lr or recipe.prune.lr), None, distiller)
         simulation.remove(leave_quantized=True)
         run.log(f"{key}: {result.steps} steps in {result.wall_time_s:.0f}s ({simulation.summary()['int8_linears']} "
-                f"Linears in simulated int8, {'per channel' if q.per_channel else 'per tensor'})")
+                f"Linears in simulated int8, {'per channel' if q.per_channel else 'per tensor'}"
+                f"{', range [-64, 64]' if q.reduce_range else ''})")
         return shrunk, result, settings | simulation.summary()
 
     def save(done) -> dict[str, Any]:
