@@ -59,19 +59,22 @@ def models_of(compare_dir: Path) -> list[tuple[int, str, Path]]:
     return found
 
 
-def score_model(directory: Path, test: Any, metrics: list[str]) -> dict[str, float]:
-    """Every column of :data:`COLUMNS` for one saved model, on one tokenized test split (accuracy, %)."""
-    model, tokenizer, _ = load_pruned_model(directory)
+def score_model(directory: Path, model: Any, tokenizer: Any, test: Any, metrics: list[str]) -> dict[str, float]:
+    """Every column of :data:`COLUMNS` for one saved model (loaded from ``directory``), on one tokenized test
+    split (accuracy, %). The simulations run on the loaded model and are removed after each, restoring its fp32
+    weights exactly (``Int8Simulation.remove(leave_quantized=False)``)."""
     collator = DataCollatorWithPadding(tokenizer)
+    model.eval()
 
-    def pytorch(**int8: bool) -> float:
-        fresh = load_pruned_model(directory)[0].eval()
-        if int8:
-            simulate_int8(fresh, per_channel=True, **int8)
+    def accuracy() -> float:
         with torch.no_grad():
-            return 100 * evaluate(fresh, test, collator, metrics)["accuracy"]
+            return 100 * evaluate(model, test, collator, metrics)["accuracy"]
 
-    row = {"fp32": pytorch(), "exact_full": pytorch(reduce_range=False), "exact_reduced": pytorch(reduce_range=True)}
+    row = {"fp32": accuracy()}
+    for key, reduce_range in (("exact_full", False), ("exact_reduced", True)):
+        simulation = simulate_int8(model, per_channel=True, reduce_range=reduce_range)
+        row[key] = accuracy()
+        simulation.remove(leave_quantized=False)
     for key, reduce_range in (("ort_full", False), ("ort_reduced", True)):
         out = directory.with_name(f"{directory.name}-int8-range-{'reduced' if reduce_range else 'full'}")
         export_model(directory, out, quantize="int8", reduce_range=reduce_range, log=lambda line: None)
@@ -113,11 +116,12 @@ def main() -> int:
     for seed, label, directory in found:
         if (seed, label) in done:
             continue
+        model, tokenizer, _ = load_pruned_model(directory)
         if seed not in tests:  # each seed's own test rows, tokenized as the compare scored them
-            tokenizer = load_pruned_model(directory)[1]
             bundle = prepare_data(recipe.data, seed)
             tests[seed] = (tokenize_bundle(bundle, tokenizer, recipe.data.max_length).test, list(bundle.task.metrics))
-        row = {"seed": seed, "label": label, "model_dir": str(directory), **score_model(directory, *tests[seed])}
+        row = {"seed": seed, "label": label, "model_dir": str(directory),
+               **score_model(directory, model, tokenizer, *tests[seed])}
         rows.append(row)
         print(f"seed {seed} {label}: " + ", ".join(f"{COLUMNS[k]} {row[k]:.1f}" for k in COLUMNS), flush=True)
         out_json.write_text(json.dumps({"hardware": machine, "cpu": description, "compare": str(args.compare),
