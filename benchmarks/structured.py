@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from structured_latency import latency  # noqa: E402  (benchmarks/structured_latency.py, beside this file)
 
+from pruneformer.deploy.hardware import int8_saturates
 from pruneformer.runs.pipeline import run
 from pruneformer.runs.recipe import build_recipe
 from pruneformer.runs.report import hardware_summary
@@ -144,6 +145,7 @@ def run_one(args, preset_name: str, preset: dict, seed: int, method: str, fracti
             "remaining": s["remaining_fraction"], "kept_per_layer": s["kept_per_layer"],
             "model_dir": report["model_dir"], "prune_wall_s": sum(p["wall_time_s"] for p in report["phases"][1:]),
             "warnings": report["warnings"], "budget": preset["budget"], "qat": preset.get("qat", 0.0),
+            "hardware": hardware_summary(), "int8_saturates": int8_saturates(),
             "int8_per_channel": preset["per_channel"], "steps_from": source,
             "qat_wall_s": next((p["wall_time_s"] for p in report["phases"] if p["name"] == "phase2-qat"), None),
             **deployed_scores(report["model_dir"], preset, seed, metric), **before,
@@ -215,7 +217,7 @@ def summarise_accuracy(records: list[dict], preset_name: str, preset: dict) -> t
              f"{preset['budget'] / 2:g} of 32x32 blocks keeping {BLOCK_KEEP:g}; L1: one-shot + {preset['budget']:g} retrain "
              f"of the shrunk model; kept FFN units and output rows aligned to 16), "
              f"lr {preset['lr']}, MLPruning threshold init {preset['threshold_init']}, score lr {preset['score_lr'] or 'fitted to the budget'}); "
-             f"seeds {sorted(dense)}; {hardware_summary()}."
+             f"seeds {sorted(dense)}; {machines_of(records)}."
              + (f" Then {preset['qat']:g} epoch(s) of quantization-aware fine-tuning (`qat.epochs`, the export's int8 "
                 "in the forward pass, distilled from the dense model)." if preset.get("qat") else ""), "",
              "Accuracy (%) on the held-out test split, mean ± std over seeds (dev in brackets); "
@@ -391,6 +393,18 @@ def rescore_int8(jsonl: Path, preset: dict, results: Path, name: str) -> str:
     tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
     tmp.replace(jsonl)
     return write_summary(results, name, preset, records)
+
+
+def machines_of(records: list[dict]) -> str:
+    """Where the records ran, each machine once, with the methods it ran: a sweep spans sessions and CPUs,
+    and int8 scores from a CPU whose kernel clips (``int8_saturates``) differ from exact ones."""
+    machines: dict[str, set] = {}
+    for r in records:
+        where = r.get("hardware", "machine not recorded")
+        if r.get("int8_saturates"):
+            where += " (int8 scored on ONNX Runtime's clipping AVX2 kernel)"
+        machines.setdefault(where, set()).add(r["method"])
+    return "; ".join(f"{', '.join(sorted(m))} on {where}" for where, m in machines.items())
 
 
 def read_records(jsonl: Path) -> list[dict]:

@@ -129,6 +129,11 @@ def test_compare_end_to_end_killed_and_resumed(tiny_model_dir, tiny_task, tmp_pa
 
     summary = json.loads((out / "compare.json").read_text())
     assert [r["label"] for r in summary["rows"]] == ["dense", "magnitude-retrain:2:4", "l1-structured:0.5", "spp:0.5"]
+    # the killed session's time counts, to its last finished run (5 of them), beside the resumed session's
+    wall = summary["wall"]
+    assert len(wall["sessions_s"]) == 2 and wall["interrupted"] == 1 and all(s > 0 for s in wall["sessions_s"])
+    assert wall["sessions_s"][0] >= sum(r["wall_s"] for u in done_before.values() for r in u.get("records", []))
+    assert "1 of them ended early" in (out / "compare.md").read_text()
     assert all(r["seeds"] == [0, 1] for r in summary["rows"])
     killed = state_of(out / "seed1" / "magnitude-retrain-2-4")
     assert killed["phase0-masked"]["phase"]["resumed_from_step"] == 4  # continued from its checkpoint

@@ -205,6 +205,33 @@ def execute(units: list[dict], jobs: int, threads: int, options: RunOptions,
                 yield pending.pop(future), future.result()
 
 
+class SessionWall:
+    """This session's wall time, kept in the compare's state as it grows (``wall-open``, after every finished
+    run), so a session that crashes or is stopped still counts: the next session folds its last recorded time
+    into ``wall`` as one that ended early (``interrupted``), counted to its last finished run."""
+
+    def __init__(self, state: RunState) -> None:
+        self.state, self.t0 = state, time.perf_counter()
+        wall = state.done("wall") or {"sessions_s": [], "training_s": []}
+        unfinished = state.done("wall-open")
+        if unfinished:
+            wall = {**wall, "sessions_s": wall["sessions_s"] + [unfinished["session_s"]],
+                    "training_s": wall["training_s"] + [unfinished["session_s"]],
+                    "interrupted": wall.get("interrupted", 0) + 1}
+            state.mark("wall", wall)
+        self.previous = wall
+
+    def tick(self) -> None:
+        self.state.mark("wall-open", {"session_s": time.perf_counter() - self.t0})
+
+    def close(self, training_s: float) -> dict[str, Any]:
+        wall = {**self.previous, "sessions_s": self.previous["sessions_s"] + [time.perf_counter() - self.t0],
+                "training_s": self.previous["training_s"] + [training_s]}
+        self.state.mark("wall", wall)  # every session's wall time: a compare may span several
+        self.state.mark("wall-open", {})
+        return wall
+
+
 def compare(recipe: Recipe, options: RunOptions | None = None, **settings: Any) -> dict[str, Any]:
     """Run the compare ``recipe.compare`` describes; returns the summary (also written as compare.json/.md,
     pareto.png in ``recipe.output_dir``). ``options`` or their fields as keywords
@@ -220,7 +247,7 @@ def compare(recipe: Recipe, options: RunOptions | None = None, **settings: Any) 
     c = recipe.compare
     candidates = parse_candidates(c.candidates)
     state = open_compare(recipe, options.resume)
-    t0 = time.perf_counter()
+    clock = SessionWall(state)
     bundle = prepare_data(recipe.data, c.seeds[0])  # bad data fails here, before any training
     model, _ = load_classifier(recipe.dense.checkpoint or recipe.model, bundle.task.num_labels,
                                bundle.task.problem_type, bundle.task.label_names, trust_pickle=trust_pickle)
@@ -250,11 +277,12 @@ def compare(recipe: Recipe, options: RunOptions | None = None, **settings: Any) 
                                        "fix the cause and rerun with --resume (finished runs are kept)")
             finished += 1
             state.mark(unit["key"], {"records": records})
+            clock.tick()
             scores = "; ".join(f"{r['label']} dev {next(iter(r['scores']['dev'].values())):.4f}" for r in records)
             log(f"[{finished}/{total}] done {unit['key']}: {scores} ({sum(r['wall_s'] for r in records):.0f} s); "
                 f"{total - finished} to go")
     records = [r for u in dense_units + units for r in state.done(u["key"])["records"]]
-    train_wall = time.perf_counter() - t0
+    train_wall = time.perf_counter() - clock.t0
     labels = sorted({r["label"] for r in records})
     timed = {"labels": labels, "settings": latency_settings(recipe)}
 
@@ -265,10 +293,7 @@ def compare(recipe: Recipe, options: RunOptions | None = None, **settings: Any) 
 
     latency = run_stage(state, Stage("latency", time_models, lambda measured: measured | timed, lambda done: done,
                                      reuse=lambda done: all(done.get(k) == v for k, v in timed.items())))
-    previous = state.done("wall") or {"sessions_s": [], "training_s": []}
-    wall = {"sessions_s": previous["sessions_s"] + [time.perf_counter() - t0],
-            "training_s": previous["training_s"] + [train_wall]}
-    state.mark("wall", wall)  # every session's wall time: a compare may span several
+    wall = clock.close(train_wall)
     summary = summarise(recipe, records, latency, candidates, wall)
     write_outputs(summary, Path(recipe.output_dir))
     log(summary["recommendation"]["line"])

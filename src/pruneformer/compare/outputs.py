@@ -96,7 +96,9 @@ def table_markdown(summary: dict[str, Any]) -> str:
     wall = summary.get("wall", {})
     if wall.get("sessions_s"):
         sessions = wall["sessions_s"]
-        lines += ["", f"Wall time: {sum(sessions) / 60:.1f} min in {len(sessions)} session(s) of this compare (training, "
+        early = (f"; {wall['interrupted']} of them ended early and count to their last finished run"
+                 if wall.get("interrupted") else "")
+        lines += ["", f"Wall time: {sum(sessions) / 60:.1f} min in {len(sessions)} session(s) of this compare{early} (training, "
                   f"exports and timing; a session that finds everything done takes seconds). Its runs took {wall['runs_sum_s'] / 60:.1f} min summed over processes; the "
                   f"same models made one `prune` (or `spp-search`) at a time, each with its own dense fine-tune and "
                   f"search, would take {wall['one_run_at_a_time_s'] / 60:.1f} min (from the same measured parts)."]
