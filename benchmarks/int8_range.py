@@ -5,7 +5,8 @@ Why: without VNNI, ONNX Runtime's u8 x s8 MatMul sums pairs of products in int16
 (``pruneformer.deploy.hardware.int8_saturates``), so a full-range int8 export computes other numbers on an AVX2
 CPU than on the VNNI CPU it was scored on. ``export --reduce-range`` stores weights in [-64, 64], which no CPU
 clips, at the cost of one bit. For every model of a compare's run directory (every seed's dense model and
-candidates) this scores on that seed's own test rows:
+candidates), or of a sweep's (``benchmarks/structured.py``'s ``runs/bench/structured-<preset>``, the same
+``seed*/<run>/model`` layout), this scores on that seed's own test rows, cut as the run's own recipe cut them:
 
 - ``fp32``: the PyTorch model;
 - ``exact full``: the export's full-range int8 computed exactly (``deploy.fake_quant.simulate_int8``), what a VNNI
@@ -16,6 +17,7 @@ candidates) this scores on that seed's own test rows:
   the int8 products, GELU, softmax, LayerNorm, sum in another order in ONNX Runtime).
 
     python benchmarks/int8_range.py --compare runs/compare-standard-avx2 --tag compare-standard-avx2
+    python benchmarks/int8_range.py --compare runs/bench/structured-standard-b8 --tag structured-standard-b8
 
 One thread; resumable from ``results/int8_range-<tag>.json``. Writes ``.json`` and ``.md`` with the CPU's
 instruction set and whether its int8 saturates.
@@ -55,7 +57,8 @@ def models_of(compare_dir: Path) -> list[tuple[int, str, Path]]:
         for run in sorted(p for p in seed_dir.iterdir() if (p / "model" / "config.json").is_file()):
             found.append((int(seed_dir.name[4:]), run.name, run / "model"))
     if not found:
-        raise SystemExit(f"error: {compare_dir} holds no seed*/<run>/model directories; pass a compare's -o directory")
+        raise SystemExit(f"error: {compare_dir} holds no seed*/<run>/model directories; pass a compare's -o "
+                         "directory or a sweep's runs/bench/structured-<preset>")
     return found
 
 
@@ -100,28 +103,32 @@ def markdown(rows: list[dict], machine: dict, description: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--compare", type=Path, required=True, help="a compare's output directory (its -o)")
+    parser.add_argument("--compare", type=Path, required=True, help="a compare's output directory (its -o), or a "
+                        "sweep's runs/bench/structured-<preset>")
     parser.add_argument("--tag", required=True, help="results/int8_range-<tag>.{json,md}")
     args = parser.parse_args()
-    if not (args.compare / "recipe.yaml").is_file():
-        raise SystemExit(f"error: {args.compare}/recipe.yaml not found; pass the -o directory of a compare run")
     found = models_of(args.compare)
+    for _, _, directory in found:
+        if not (directory.parent / "recipe.yaml").is_file():
+            raise SystemExit(f"error: {directory.parent}/recipe.yaml not found; every run keeps the recipe its data "
+                             "was cut with: pass a compare's or a sweep's directory as it was written")
     torch.set_num_threads(1)
-    recipe = load_recipe(args.compare / "recipe.yaml")
     out_json = HERE / "results" / f"int8_range-{args.tag}.json"
     rows = json.loads(out_json.read_text())["rows"] if out_json.is_file() else []
     done = {(r["seed"], r["label"]) for r in rows}
     machine, description = hardware_record(), cpu_description()
-    tests: dict[int, Any] = {}
+    tests: dict[tuple[int, str], Any] = {}
     for seed, label, directory in found:
         if (seed, label) in done:
             continue
         model, tokenizer, _ = load_pruned_model(directory)
-        if seed not in tests:  # each seed's own test rows, tokenized as the compare scored them
-            bundle = prepare_data(recipe.data, seed)
-            tests[seed] = (tokenize_bundle(bundle, tokenizer, recipe.data.max_length).test, list(bundle.task.metrics))
+        data = load_recipe(directory.parent / "recipe.yaml").data
+        key = (seed, repr(data))
+        if key not in tests:  # each seed's own test rows, tokenized as its run scored them
+            bundle = prepare_data(data, seed)
+            tests[key] = (tokenize_bundle(bundle, tokenizer, data.max_length).test, list(bundle.task.metrics))
         row = {"seed": seed, "label": label, "model_dir": str(directory),
-               **score_model(directory, model, tokenizer, *tests[seed])}
+               **score_model(directory, model, tokenizer, *tests[key])}
         rows.append(row)
         print(f"seed {seed} {label}: " + ", ".join(f"{COLUMNS[k]} {row[k]:.1f}" for k in COLUMNS), flush=True)
         out_json.write_text(json.dumps({"hardware": machine, "cpu": description, "compare": str(args.compare),
