@@ -164,7 +164,7 @@ def main() -> None:
             recipe = build_recipe(recipe_for(preset, seed, run_dir, args))
             path = PathRecord.load(run_dir / "model")
             path.check_model(model)
-            tokenized, collator = load_task(recipe, tokenizer)
+            tokenized, collator = load_task(recipe, model, tokenizer)
             for ratio in ratios:
                 for method in ("spp", "l1"):
                     if (seed, method, ratio) in done:

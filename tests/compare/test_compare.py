@@ -25,6 +25,20 @@ def test_candidates_are_read_with_the_registry_and_spp_ratios_expand():
     assert found[0].slug == "admm-2-4"
 
 
+def test_every_smaller_model_gets_the_recipes_qat_and_masks_do_not(tmp_path):
+    """Quantization-aware fine-tuning is for the int8 export of the models that are physically smaller: the
+    shrunk candidates and SPP's cuts (whose search takes half the budget, their fine-tune the other half)."""
+    from pruneformer.compare.flow import candidate_recipe
+    from pruneformer.runs.recipe import build_recipe
+
+    base = build_recipe({"model": "embedded", "prune": {"epochs": 8.0}, "qat": {"epochs": 1.0}})
+    got = {c.label: candidate_recipe(base, c, 0, tmp_path / c.slug, None)
+           for c in parse_candidates(["admm:2:4", "l1-structured:0.25", "spp:0.75"])}
+    assert {label: r.qat.epochs for label, r in got.items()} == {"admm:2:4": 0.0, "l1-structured:0.25": 1.0,
+                                                                 "spp:0.75": 1.0}
+    assert (got["spp:0.75"].spp.epochs, got["spp:0.75"].spp.finetune_epochs, got["spp:0.75"].spp.distill) == (4.0, 4.0, True)
+
+
 @pytest.mark.parametrize("spec, words", [
     ("prunomatic:2:4", ["Unknown candidate 'prunomatic:2:4'", "admm"]),
     ("admm:3:2", ["admm:3:2"]),

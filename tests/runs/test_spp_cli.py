@@ -3,6 +3,7 @@ one-line errors (bad ratio, no path record, a record from another model)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 
@@ -98,3 +99,58 @@ def test_search_and_extract_a_grouped_rotary_llama(tiny_task, tmp_path):
     assert all(sorted(k) == k and {d + 4 for d in k if d < 4} == {d for d in k if d >= 4} for k in kept)
     record = export_model(row["model_dir"], tmp_path / "onnx", log=lambda line: None)
     assert record["check"]["fp32"]["max_abs_diff"] <= 1e-4
+
+
+def test_extract_distils_and_ends_on_the_int8_grid(tiny_model_dir, tiny_task, tmp_path):
+    """The cut models get the retraining every shrunk model gets (``runs/retraining.py``): a fine-tune distilled
+    from the searched model, then quantization-aware fine-tuning whose weights end on the export's int8 grid;
+    the extraction records both, a resume with the same settings reuses the cut, other settings redo it."""
+    from pruneformer.deploy.export import export_model
+    from pruneformer.deploy.fake_quant import quantize_weight
+    from pruneformer.methods.spp.record import PathRecord
+    from pruneformer.runs.recipe import load_recipe
+    from pruneformer.runs.solution_path import cut, load_task
+
+    out = tmp_path / "search"
+    result = runner.invoke(app, ["spp-search", "--model", str(tiny_model_dir), "--data", str(tiny_task["train"]),
+                                 "--max-length", "16", "--dense-epochs", "0", "--epochs", "1", "--alpha", "5",
+                                 "--nu", "20", "--finetune-epochs", "1", "--qat-epochs", "1", "--lr", "1e-3",
+                                 "--quiet", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["spp-extract", str(out), "--ratio", "0.5", "--quiet"])
+    assert result.exit_code == 0, result.output
+    row = json.loads((out / "spp_extract.json").read_text())[0]
+    assert row["distilled"] and row["finetune_steps"] == row["qat_steps"] == 8  # 256 examples / 32 per batch
+    assert row["qat"]["per_channel"] and row["qat"]["epochs"] == 1.0 and row["qat"]["int8_linears"] > 0
+    model, _, info = load_pruned_model(row["model_dir"])
+    assert info["qat"] == row["qat"]
+    on_grid = [torch.equal(quantize_weight(m.weight.detach()), m.weight.detach())
+               for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and m.weight.numel()
+               and not n.endswith("classifier")]
+    assert len(on_grid) == row["qat"]["int8_linears"] and all(on_grid)
+    # export reads the QAT record: a per-tensor export of a per-channel QAT model is warned about
+    warned: list[str] = []
+    export_model(row["model_dir"], tmp_path / "onnx", quantize="int8", per_channel=False, log=warned.append)
+    assert any(line.startswith("warning: this model was fine-tuned for int8 per channel") for line in warned)
+
+    state = json.loads((out / "extract_state.json").read_text())["done"]["extract-0.50"]
+    assert state["retraining"]["distill"] and state["retraining"]["qat"]["epochs"] == 1.0
+    result = runner.invoke(app, ["spp-extract", str(out), "--ratio", "0.5", "--resume", "--quiet"])
+    assert result.exit_code == 0 and json.loads((out / "spp_extract.json").read_text())[0]["scores"] == row["scores"]
+    result = runner.invoke(app, ["spp-extract", str(out), "--ratio", "0.5", "--resume", "--qat-epochs", "0", "--quiet"])
+    assert result.exit_code == 0, result.output
+    again = json.loads((out / "spp_extract.json").read_text())[0]
+    assert "qat" not in again and "qat_steps" not in again and again["finetune_steps"] == 8
+    one_line_error(runner.invoke(app, ["spp-extract", str(out), "--ratio", "0.5", "--qat-epochs", "-1"]), "negative")
+
+    # distillation is what changes the fine-tune: the same cut without a teacher trains to other weights
+    searched, tokenizer, _ = load_pruned_model(out / "model")
+    recipe = load_recipe(out / "recipe.yaml")
+    tokenized, collator = load_task(recipe, searched, tokenizer)
+    keep = PathRecord.load(out / "model").keep(0.5)
+    plain, plain_row = cut(searched, keep, recipe, tokenized, collator, 1.0)
+    taught, taught_row = cut(searched, keep, recipe, tokenized, collator, 1.0, teacher=copy.deepcopy(searched))
+    assert not plain_row["distilled"] and taught_row["distilled"] and "qat" not in taught_row
+    ids = torch.randint(5, 29, (3, 10))
+    assert not torch.allclose(plain.eval()(input_ids=ids).logits, taught.eval()(input_ids=ids).logits)
+    assert all(p.requires_grad for p in searched.parameters())  # the searched model is left as it was

@@ -126,6 +126,8 @@ def spp_search_cmd(
     mask_lr: Optional[float] = typer.Option(None, help="AdamW learning rate of the masks (default 1e-3)."),
     lr: Optional[float] = typer.Option(None, help="Learning rate of the weights (--train-weights) and of the fine-tunes after extraction."),
     finetune_epochs: Optional[float] = typer.Option(None, help="Default fine-tune of each extracted model (default 1)."),
+    distill: Optional[bool] = typer.Option(None, "--distill/--no-distill", help="Distil each extracted model's fine-tune from the searched model (default: on)."),
+    qat_epochs: Optional[float] = typer.Option(None, help="Default epochs of quantization-aware fine-tuning of each extracted model, after its fine-tune (default 0)."),
     seed: Optional[int] = SEED,
     output_dir: Optional[str] = typer.Option(None, "--output-dir", "-o", help="Where the model, its path record and the plot go."),
     resume: bool = RESUME,
@@ -138,10 +140,10 @@ def spp_search_cmd(
 
     spp = {k: v for k, v in dict(epochs=epochs, kappa=kappa, nu=nu, lam=lam, alpha=alpha, granularity=granularity,
                                  train_weights=train_weights, mask_optimizer=mask_optimizer, mask_lr=mask_lr,
-                                 finetune_epochs=finetune_epochs).items() if v is not None}
+                                 finetune_epochs=finetune_epochs, distill=distill).items() if v is not None}
     common = recipe_overrides(model=model, data=data, max_train=max_train, max_eval=max_eval, max_length=max_length,
                         dense_epochs=dense_epochs, dense_lr=dense_lr, dense_checkpoint=dense_checkpoint, lr=lr,
-                        seed=seed, output_dir=output_dir or (None if recipe else "runs/spp"))
+                        qat_epochs=qat_epochs, seed=seed, output_dir=output_dir or (None if recipe else "runs/spp"))
     try:
         built = load_recipe(recipe, {**common, "spp": spp} if spp else common)
         search(built, run_options(resume, quiet, trust_pickle))
@@ -155,6 +157,7 @@ def spp_extract_cmd(
     more_ratios: Optional[list[float]] = typer.Argument(None, hidden=True, help="The rest of --ratio's list."),
     ratio: list[float] = typer.Option(..., help="Fractions of paired inner dimensions to remove, each in [0, 1): --ratio 0.3 0.5 0.7."),
     finetune_epochs: Optional[float] = typer.Option(None, help="Short fine-tune of each cut model (default: the search recipe's, 1; 0 = none)."),
+    qat_epochs: Optional[float] = typer.Option(None, help="Quantization-aware fine-tuning of each cut model after its fine-tune (default: the search recipe's qat.epochs, 0)."),
     output_dir: Optional[str] = typer.Option(None, "--output-dir", "-o", help="Where ratio-*/ go (default: SEARCH_DIR)."),
     resume: bool = typer.Option(False, help="Keep the ratios an interrupted extraction finished; continue its fine-tune."),
     trust_pickle: bool = TRUST_PICKLE,
@@ -165,6 +168,6 @@ def spp_extract_cmd(
 
     try:
         extract(search_dir, [*ratio, *(more_ratios or [])], finetune_epochs, output_dir,
-                run_options(resume, quiet, trust_pickle))
+                run_options(resume, quiet, trust_pickle), qat_epochs=qat_epochs)
     except PruneformerError as exc:
         fail(exc)

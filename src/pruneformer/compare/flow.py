@@ -92,9 +92,9 @@ def candidate_recipe(base: Recipe, candidate: Candidate, seed: int, out: Path, d
     if dense_model is not None:
         tree["dense"]["checkpoint"] = str(dense_model)
     budget = base.prune.epochs
-    if candidate.kind != "shrink":  # quantization-aware fine-tuning is for the shrunk models' int8 export
+    if candidate.kind not in ("shrink", SPP):  # quantization-aware fine-tuning: for the smaller models' int8
         tree["qat"]["epochs"] = 0.0
-    if candidate.kind == SPP:  # the search takes half of the budget, each cut's fine-tune the other half
+    if candidate.kind == SPP:  # the search takes half of the budget, each cut's (distilled) fine-tune the other half
         tree["spp"] |= {"epochs": budget / 2, "finetune_epochs": budget / 2}
         return build_recipe(tree)
     tree["prune"]["method"] = candidate.method

@@ -11,6 +11,7 @@ and saved as ``ratio-0.30/`` (loadable with plain transformers). No search is re
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any, Sequence
 
 import torch
 from safetensors.torch import load_model, save_model
+from torch import nn
 from transformers import set_seed
 
 from ..compress.paired import extract as slice_units
@@ -46,6 +48,7 @@ from .engine import (
 )
 from .recipe import Recipe, load_recipe
 from .report import markdown_table, write_report
+from .retraining import QAT_KEY, fine_tune_int8, mlpruning_distiller, qat_settings
 from .stages import RunOptions, Stage, run_stage
 
 SEARCH_SUMMARY = "spp_search.json"
@@ -152,9 +155,14 @@ def render_search_markdown(summary: dict[str, Any]) -> str:
 
 def cut(model, keep: dict[str, torch.Tensor], recipe: Recipe, tokenized: DataBundle, collator,
         finetune_epochs: float, checkpoint_dir: Path | None = None,
-        options: RunOptions = RunOptions(progress=False)) -> tuple[Any, dict[str, Any]]:
+        options: RunOptions = RunOptions(progress=False), teacher: nn.Module | None = None,
+        qat: bool = False) -> tuple[Any, dict[str, Any]]:
     """Slice ``keep`` out of ``model`` (unchanged), fine-tune the smaller model briefly (checkpointed in
-    ``checkpoint_dir``, continued from there with ``options.resume``), score it."""
+    ``checkpoint_dir``, continued from there with ``options.resume``), score it.
+
+    With ``teacher`` and ``spp.distill`` the fine-tune distils from it (the L1 retraining's loss,
+    :mod:`runs.retraining`); with ``qat`` (and ``qat.epochs`` > 0) the cut then gets the same
+    quantization-aware fine-tune as every shrunk model, checkpointed in ``<checkpoint_dir>-qat``."""
     t0 = time.perf_counter()
     shrunk = slice_units(model, keep)
     dense_params = sum(p.numel() for p in model.parameters())
@@ -162,13 +170,24 @@ def cut(model, keep: dict[str, torch.Tensor], recipe: Recipe, tokenized: DataBun
                            "removed_parameters": removed_parameters(model, keep),
                            "kept_units": {g: int(k.sum()) for g, k in keep.items()},
                            "units": {g: k.numel() for g, k in keep.items()}}
-    if finetune_epochs > 0:
+    teacher = teacher if recipe.spp.distill else None
+
+    def train(name: str, epochs: float, lr: float, distiller, directory: Path | None) -> PhaseResult:
         set_seed(recipe.seed)
-        phase = train_phase(shrunk, tokenized.train, collator,
-                            train_settings(recipe, finetune_epochs, recipe.prune.lr, options.progress),
-                            name="finetune", metrics=tokenized.task.metrics, checkpoint_dir=checkpoint_dir,
-                            resume=options.resume, callbacks=options.callbacks, trust_pickle=options.trust_pickle)
-        row["finetune_steps"] = phase.steps
+        return train_phase(shrunk, tokenized.train, collator, train_settings(recipe, epochs, lr, options.progress),
+                           name=name, distiller=distiller, metrics=tokenized.task.metrics, checkpoint_dir=directory,
+                           resume=options.resume, callbacks=options.callbacks, trust_pickle=options.trust_pickle)
+
+    if finetune_epochs > 0:
+        layers = model.config.num_hidden_layers
+        distiller = mlpruning_distiller(teacher, layers, recipe, attention=False) if teacher is not None else None
+        row["finetune_steps"] = train("finetune", finetune_epochs, recipe.prune.lr, distiller, checkpoint_dir).steps
+    row["distilled"] = teacher is not None and finetune_epochs > 0
+    if qat and recipe.qat.epochs > 0:
+        directory = checkpoint_dir.with_name(checkpoint_dir.name + "-qat") if checkpoint_dir else None
+        phase, row["qat"] = fine_tune_int8(shrunk, recipe, teacher, lambda epochs, lr, distiller: train(
+            QAT_KEY, epochs, lr, distiller, directory), options.log)
+        row["qat_steps"] = phase.steps
     row["scores"] = _scores(shrunk, tokenized, collator, recipe)
     row["wall_time_s"] = time.perf_counter() - t0
     return shrunk, row
@@ -176,8 +195,12 @@ def cut(model, keep: dict[str, torch.Tensor], recipe: Recipe, tokenized: DataBun
 
 def extract(search_dir: str | Path, ratios: Sequence[float], finetune_epochs: float | None = None,
             output_dir: str | Path | None = None, options: RunOptions | None = None,
-            **settings: Any) -> list[dict[str, Any]]:
+            qat_epochs: float | None = None, **settings: Any) -> list[dict[str, Any]]:
     """Cut one physically smaller model per ratio from an SPP search directory, without searching again.
+
+    Each cut is fine-tuned for ``finetune_epochs`` (default: the search recipe's ``spp.finetune_epochs``),
+    distilled from the searched model with ``spp.distill``, then quantization-aware for ``qat_epochs``
+    (default: the recipe's ``qat.epochs``), as every shrunk model is (:mod:`runs.retraining`).
 
     Each finished ratio is a line of ``extract_state.json`` and each fine-tune checkpoints under
     ``checkpoints/extract-<ratio>``: with ``resume=True`` finished ratios (cut with the same fine-tune
@@ -203,6 +226,10 @@ def extract(search_dir: str | Path, ratios: Sequence[float], finetune_epochs: fl
     record.check_model(model, str(model_dir))
     model.to(world.device)
     recipe = load_recipe(search_dir / "recipe.yaml")
+    if qat_epochs is not None:
+        if qat_epochs < 0:
+            raise PruneformerError(f"qat_epochs {qat_epochs:g} is negative.", "pass 0 (none) or more epochs")
+        recipe = recipe.model_copy(update={"qat": recipe.qat.model_copy(update={"epochs": qat_epochs})})
     epochs = recipe.spp.finetune_epochs if finetune_epochs is None else finetune_epochs
     out = Path(output_dir) if output_dir else search_dir
     with world.main_first():
@@ -210,13 +237,15 @@ def extract(search_dir: str | Path, ratios: Sequence[float], finetune_epochs: fl
     if world.is_main:
         out.mkdir(parents=True, exist_ok=True)
     state = RunState(out, write=world.is_main, name=EXTRACT_STATE)
+    retraining = {"distill": recipe.spp.distill, "qat": qat_settings(recipe) if recipe.qat.epochs > 0 else None}
+    teacher = copy.deepcopy(model) if recipe.spp.distill and epochs + recipe.qat.epochs > 0 else None
     rows = []
     for ratio in ratios:
         key, directory = f"extract-{ratio:.2f}", out / f"ratio-{ratio:.2f}"
 
         def cut_one(ratio=ratio, key=key, directory=directory) -> dict[str, Any]:
             shrunk, row = cut(model, record.keep(ratio), recipe, tokenized, collator, epochs,
-                              checkpoint_dir=out / "checkpoints" / key, options=options)
+                              checkpoint_dir=out / "checkpoints" / key, options=options, teacher=teacher, qat=True)
             if world.is_main:
                 save_shrunk_model(shrunk, tokenizer, directory, {
                     "method": "spp", "pattern": None, "ratio": ratio, "task": tokenized.task.to_dict(),
@@ -227,12 +256,13 @@ def extract(search_dir: str | Path, ratios: Sequence[float], finetune_epochs: fl
                 f"dev {primary} {row['scores']['dev'][primary]:.4f}; saved {directory}")
             return row
 
-        def same_cut(done: dict[str, Any]) -> bool:  # cut from the same record with the same fine-tune
-            return (options.resume and done["finetune_epochs"] == epochs
+        def same_cut(done: dict[str, Any]) -> bool:  # cut from the same record with the same fine-tunes
+            return (options.resume and done["finetune_epochs"] == epochs and done.get("retraining") == retraining
                     and done["record_fingerprint"] == record.fingerprint)
 
         rows.append(run_stage(state, Stage(
-            key, cut_one, lambda row: {"row": row, "finetune_epochs": epochs, "record_fingerprint": record.fingerprint},
+            key, cut_one, lambda row: {"row": row, "finetune_epochs": epochs, "record_fingerprint": record.fingerprint,
+                                       "retraining": retraining},
             lambda done: done["row"], reuse=same_cut)))
     if world.is_main:
         previous = json.loads((out / EXTRACT_SUMMARY).read_text()) if (out / EXTRACT_SUMMARY).is_file() else []

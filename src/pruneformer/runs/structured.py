@@ -33,20 +33,11 @@ from ..core.targets import resolve_targets
 from ..errors import PruneformerError
 from ..methods.shrinking import ShrinkingMethod
 from ..models.saved import load_pruned_model, save_shrunk_model
-from ..train.distill import Distiller
 from ..train.evaluation import evaluate_splits
 from ..train.loop import PhaseResult
 from .engine import Run, finish_report
-from .recipe import Recipe
+from .retraining import QAT_KEY, fine_tune_int8, mlpruning_distiller
 from .stages import Stage, run_stage
-
-
-def mlpruning_distiller(teacher: nn.Module, layers: int, recipe: Recipe, attention: bool) -> Distiller:
-    """MLPruning's loss, 0.9 * [KL(T=2) * 4 + sum MSE(hidden) + sum MSE(attention)] + 0.1 * CE, by default."""
-    m = recipe.mlpruning
-    return Distiller(teacher, temperature=m.temperature, alpha=m.distill_alpha,
-                     hidden_weight=m.distill_alpha * m.hidden_weight * (layers + 1),
-                     attention_weight=m.distill_alpha * m.attention_weight * layers if attention else 0.0)
 
 
 def _eager(model: nn.Module) -> nn.Module:
@@ -171,7 +162,7 @@ def run_structured(run: Run, dense_scores: dict[str, dict[str, float]], shrinker
     nonzero = sum(int((t.module.weight != 0).sum()) for t in resolve_targets(shrunk))
     qat = None
     if recipe.qat.epochs > 0:
-        shrunk, result, qat = _qat_stage(run, shrunk, teachers["dense"], layers)
+        shrunk, result, qat = _qat_stage(run, shrunk, teachers["dense"])
         phases.append(result)
         wall[result.name] = result.wall_time_s
 
@@ -202,32 +193,20 @@ def run_structured(run: Run, dense_scores: dict[str, dict[str, float]], shrinker
     return report
 
 
-def _qat_stage(run: Run, shrunk: nn.Module, teacher: nn.Module, layers: int) -> tuple[nn.Module, PhaseResult, dict]:
-    """``qat.epochs`` of fine-tuning with the export's int8 rounding in the forward pass (weights per channel or
-    per tensor, activations per tensor at run time), distilled from the dense model as the retraining is; the
-    weights end on their int8 grid, so ``export --quantize int8`` with the same settings stores what trained.
-    Resumable like every stage (its checkpoints hold the parametrized weights)."""
-    from ..deploy.fake_quant import simulate_int8
-
-    recipe, q = run.recipe, run.recipe.qat
-    key = "phase2-qat"
-    snapshot = run.out / "checkpoints" / key
-    settings = {"epochs": q.epochs, "per_channel": q.per_channel, "keep_fp32": list(q.keep_fp32),
-                "reduce_range": q.reduce_range}
+def _qat_stage(run: Run, shrunk: nn.Module, teacher: nn.Module) -> tuple[nn.Module, PhaseResult, dict]:
+    """``qat.epochs`` of quantization-aware fine-tuning (:func:`retraining.fine_tune_int8`), distilled from the
+    dense model as the retraining is, as a resumable stage (its checkpoints hold the parametrized weights)."""
+    recipe = run.recipe
+    snapshot = run.out / "checkpoints" / QAT_KEY
 
     def fine_tune() -> tuple[nn.Module, PhaseResult, dict]:
-        simulation = simulate_int8(shrunk, q.keep_fp32, q.per_channel, q.reduce_range)
-        distiller = mlpruning_distiller(teacher, layers, recipe, attention=False) if recipe.mlpruning.distill else None
-        result = run.train(shrunk, key, run.settings(q.epochs, q.lr or recipe.prune.lr), None, distiller)
-        simulation.remove(leave_quantized=True)
-        run.log(f"{key}: {result.steps} steps in {result.wall_time_s:.0f}s ({simulation.summary()['int8_linears']} "
-                f"Linears in simulated int8, {'per channel' if q.per_channel else 'per tensor'}"
-                f"{', range [-64, 64]' if q.reduce_range else ''})")
-        return shrunk, result, settings | simulation.summary()
+        result, record = fine_tune_int8(shrunk, recipe, teacher, lambda epochs, lr, distiller: run.train(
+            shrunk, QAT_KEY, run.settings(epochs, lr), None, distiller), run.log)
+        return shrunk, result, record
 
     def save(done) -> dict[str, Any]:
         if run.world.is_main:
-            save_shrunk_model(done[0], run.tokenizer, snapshot, {"method": recipe.prune.method, "step": key})
+            save_shrunk_model(done[0], run.tokenizer, snapshot, {"method": recipe.prune.method, "step": QAT_KEY})
         run.world.barrier()
         return {"phase": done[1].to_dict(), "qat": done[2]}
 
@@ -235,7 +214,7 @@ def _qat_stage(run: Run, shrunk: nn.Module, teacher: nn.Module, layers: int) -> 
         return (load_pruned_model(snapshot, trust_pickle=run.trust_pickle)[0], PhaseResult(**record["phase"]),
                 record["qat"])
 
-    return run_stage(run.state, Stage(key, fine_tune, save, load))
+    return run_stage(run.state, Stage(QAT_KEY, fine_tune, save, load))
 
 
 @torch.no_grad()

@@ -23,3 +23,6 @@ class SPPConfig(Settings):
     mask_lr: float = Field(1e-3, gt=0, description="AdamW learning rate of the masks (mask_optimizer adamw)")
     record_every: int = Field(1, ge=1, description="steps between gamma snapshots for the path plot")
     finetune_epochs: float = Field(1.0, ge=0, description="short fine-tune of each extracted model")
+    distill: bool = Field(True, description="distil each cut's fine-tune (and its QAT) from the model it was cut "
+                          "from, logits and hidden states with the mlpruning section's weights, as the L1 "
+                          "retraining is (no attention term)")
