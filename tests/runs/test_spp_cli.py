@@ -144,8 +144,10 @@ def test_extract_distils_and_ends_on_the_int8_grid(tiny_model_dir, tiny_task, tm
     one_line_error(runner.invoke(app, ["spp-extract", str(out), "--ratio", "0.5", "--qat-epochs", "-1"]), "negative")
 
     # distillation is what changes the fine-tune: the same cut without a teacher trains to other weights
+    # (the search's recipe with its QAT off, so that the fine-tune is all that differs)
     searched, tokenizer, _ = load_pruned_model(out / "model")
     recipe = load_recipe(out / "recipe.yaml")
+    recipe = recipe.model_copy(update={"qat": recipe.qat.model_copy(update={"epochs": 0.0})})
     tokenized, collator = load_task(recipe, searched, tokenizer)
     keep = PathRecord.load(out / "model").keep(0.5)
     plain, plain_row = cut(searched, keep, recipe, tokenized, collator, 1.0)

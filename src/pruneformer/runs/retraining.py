@@ -40,7 +40,8 @@ def fine_tune_int8(model: nn.Module, recipe: Recipe, teacher: nn.Module | None,
                    train: Callable[[float, float, Distiller | None], PhaseResult],
                    log: Callable[[str], None]) -> tuple[PhaseResult, dict[str, Any]]:
     """``qat.epochs`` of fine-tuning with the export's int8 rounding in the forward pass (weights per channel or
-    per tensor, activations per tensor at run time), distilled from ``teacher`` when ``mlpruning.distill``; the
+    per tensor, activations per tensor at run time), distilled from ``teacher`` when one is given (each caller
+    decides by its own switch: ``mlpruning.distill``, ``spp.distill``); the
     weights end on their int8 grid, so ``export --quantize int8`` with the same settings stores what trained.
     ``train(epochs, lr, distiller)`` runs one checkpointed phase of the caller's loop. Returns the phase and the
     record (:func:`qat_settings` plus which Linears were simulated)."""
@@ -49,8 +50,7 @@ def fine_tune_int8(model: nn.Module, recipe: Recipe, teacher: nn.Module | None,
     q = recipe.qat
     simulation = simulate_int8(model, q.keep_fp32, q.per_channel, q.reduce_range)
     layers = model.config.num_hidden_layers
-    distiller = mlpruning_distiller(teacher, layers, recipe, attention=False) \
-        if recipe.mlpruning.distill and teacher is not None else None
+    distiller = mlpruning_distiller(teacher, layers, recipe, attention=False) if teacher is not None else None
     result = train(q.epochs, q.lr or recipe.prune.lr, distiller)
     simulation.remove(leave_quantized=True)
     log(f"{result.name}: {result.steps} steps in {result.wall_time_s:.0f}s ({simulation.summary()['int8_linears']} "

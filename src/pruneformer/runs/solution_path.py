@@ -155,13 +155,13 @@ def render_search_markdown(summary: dict[str, Any]) -> str:
 
 def cut(model, keep: dict[str, torch.Tensor], recipe: Recipe, tokenized: DataBundle, collator,
         finetune_epochs: float, checkpoint_dir: Path | None = None,
-        options: RunOptions = RunOptions(progress=False), teacher: nn.Module | None = None,
-        qat: bool = False) -> tuple[Any, dict[str, Any]]:
+        options: RunOptions = RunOptions(progress=False),
+        teacher: nn.Module | None = None) -> tuple[Any, dict[str, Any]]:
     """Slice ``keep`` out of ``model`` (unchanged), fine-tune the smaller model briefly (checkpointed in
     ``checkpoint_dir``, continued from there with ``options.resume``), score it.
 
-    With ``teacher`` and ``spp.distill`` the fine-tune distils from it (the L1 retraining's loss,
-    :mod:`runs.retraining`); with ``qat`` (and ``qat.epochs`` > 0) the cut then gets the same
+    With a ``teacher`` the fine-tune distils from it (the L1 retraining's loss, :mod:`runs.retraining`;
+    :func:`extract` passes one when ``spp.distill``); with ``qat.epochs`` > 0 the cut then gets the same
     quantization-aware fine-tune as every shrunk model, checkpointed in ``<checkpoint_dir>-qat``."""
     t0 = time.perf_counter()
     shrunk = slice_units(model, keep)
@@ -170,8 +170,6 @@ def cut(model, keep: dict[str, torch.Tensor], recipe: Recipe, tokenized: DataBun
                            "removed_parameters": removed_parameters(model, keep),
                            "kept_units": {g: int(k.sum()) for g, k in keep.items()},
                            "units": {g: k.numel() for g, k in keep.items()}}
-    teacher = teacher if recipe.spp.distill else None
-
     def train(name: str, epochs: float, lr: float, distiller, directory: Path | None) -> PhaseResult:
         set_seed(recipe.seed)
         return train_phase(shrunk, tokenized.train, collator, train_settings(recipe, epochs, lr, options.progress),
@@ -183,7 +181,7 @@ def cut(model, keep: dict[str, torch.Tensor], recipe: Recipe, tokenized: DataBun
         distiller = mlpruning_distiller(teacher, layers, recipe, attention=False) if teacher is not None else None
         row["finetune_steps"] = train("finetune", finetune_epochs, recipe.prune.lr, distiller, checkpoint_dir).steps
     row["distilled"] = teacher is not None and finetune_epochs > 0
-    if qat and recipe.qat.epochs > 0:
+    if recipe.qat.epochs > 0:
         directory = checkpoint_dir.with_name(checkpoint_dir.name + "-qat") if checkpoint_dir else None
         phase, row["qat"] = fine_tune_int8(shrunk, recipe, teacher, lambda epochs, lr, distiller: train(
             QAT_KEY, epochs, lr, distiller, directory), options.log)
@@ -245,7 +243,7 @@ def extract(search_dir: str | Path, ratios: Sequence[float], finetune_epochs: fl
 
         def cut_one(ratio=ratio, key=key, directory=directory) -> dict[str, Any]:
             shrunk, row = cut(model, record.keep(ratio), recipe, tokenized, collator, epochs,
-                              checkpoint_dir=out / "checkpoints" / key, options=options, teacher=teacher, qat=True)
+                              checkpoint_dir=out / "checkpoints" / key, options=options, teacher=teacher)
             if world.is_main:
                 save_shrunk_model(shrunk, tokenizer, directory, {
                     "method": "spp", "pattern": None, "ratio": ratio, "task": tokenized.task.to_dict(),

@@ -162,7 +162,7 @@ def run_structured(run: Run, dense_scores: dict[str, dict[str, float]], shrinker
     nonzero = sum(int((t.module.weight != 0).sum()) for t in resolve_targets(shrunk))
     qat = None
     if recipe.qat.epochs > 0:
-        shrunk, result, qat = _qat_stage(run, shrunk, teachers["dense"])
+        shrunk, result, qat = _qat_stage(run, shrunk, teachers["dense"] if m.distill else None)
         phases.append(result)
         wall[result.name] = result.wall_time_s
 
@@ -193,7 +193,7 @@ def run_structured(run: Run, dense_scores: dict[str, dict[str, float]], shrinker
     return report
 
 
-def _qat_stage(run: Run, shrunk: nn.Module, teacher: nn.Module) -> tuple[nn.Module, PhaseResult, dict]:
+def _qat_stage(run: Run, shrunk: nn.Module, teacher: nn.Module | None) -> tuple[nn.Module, PhaseResult, dict]:
     """``qat.epochs`` of quantization-aware fine-tuning (:func:`retraining.fine_tune_int8`), distilled from the
     dense model as the retraining is, as a resumable stage (its checkpoints hold the parametrized weights)."""
     recipe = run.recipe
