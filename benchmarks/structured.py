@@ -147,6 +147,8 @@ def run_one(args, preset_name: str, preset: dict, seed: int, method: str, fracti
             "warnings": report["warnings"], "budget": preset["budget"], "qat": preset.get("qat", 0.0),
             "hardware": hardware_summary(), "int8_saturates": int8_saturates(),
             "int8_per_channel": preset["per_channel"], "steps_from": source,
+            **({"rescale": recipe.get("calibration", {}).get("rescale", "sequential")} if method == "fisher-structured"
+               else {}),
             "qat_wall_s": next((p["wall_time_s"] for p in report["phases"] if p["name"] == "phase2-qat"), None),
             **deployed_scores(report["model_dir"], preset, seed, metric), **before,
             **dense_int8(dense, preset, seed, metric)}

@@ -67,3 +67,80 @@ def test_fisher_structured_runs_retraining_free_end_to_end(tiny_recipe):
     report = run(recipe, progress=False, log=lambda _: None)
     assert report["structured"]["remaining_fraction"] <= 0.5 + 1e-9
     assert [p["name"] for p in report["phases"]] == ["dense", "phase0-fisher-structured-one-shot"]
+
+
+def measured_errors(student, teacher, targets, data, pooled: dict[str, bool]) -> dict[str, float]:
+    """Each output Linear's squared error against the dense model, measured by running both models: the Linear's
+    output plus the residual it is added to (where the family names it), over the real tokens (only token 0
+    where ``pooled`` says so)."""
+    from pruneformer.core.targets import layer_stack_path
+    from pruneformer.families.base import family_of
+    from pruneformer.methods.rescale import capture, real_rows
+
+    spots, stack = family_of(student).residual_inputs, layer_stack_path(student)
+    s_mods, t_mods = dict(student.named_modules()), dict(teacher.named_modules())
+    errors = {}
+    for t in (t for t in targets if t.role in ("attn_out", "ffn_out")):
+        spot = spots.get(t.role)
+        path = (f"{stack}.{t.layer}" + (f".{spot[0]}" if spot[0] else "")) if spot else None
+        total = 0.0
+        for b in data:
+            x = inputs(b)
+            dense = capture(teacher.eval(), t_mods[t.name], t_mods.get(path), x, True, spot)
+            cut = capture(student.eval(), s_mods[t.name], s_mods.get(path), x, True, spot)
+            diff = cut["y"] - dense["y"] + ((cut["r"] - dense["r"]) if spot else 0.0)
+            rows = diff[:, 0] if pooled[t.name] else real_rows(diff, b.get("attention_mask"))
+            total += float(rows.double().pow(2).sum())
+        errors[t.name] = total
+    return errors
+
+
+@pytest.mark.parametrize("name", ["bert", "dinov2", "llama"])
+def test_sequential_rescaling_fits_each_layer_on_the_cut_models_own_inputs(name):
+    """Kwon et al.'s mask tuning: in forward order, each output Linear is fitted on the inputs of the model as cut
+    and already rescaled below, against the dense model's output plus the residual's drift (BERT and Llama name
+    their residual stream; DINOv2 is matched on the Linear's output). So the error each solve reports equals the
+    error measured afterwards by running the final model beside the dense one, layer after layer; a solve on
+    the dense model's inputs (``independent``) reports another error above the first layer, and the first
+    layer, whose inputs the cut has not yet changed, gets the same scales either way."""
+    dense = tiny_family_model(name)
+    data = batches(name)
+    runs = {}
+    for mode in ("sequential", "independent"):
+        model = copy.deepcopy(dense)
+        method = FisherStructuredPruner(target=0.5, align=1, rescale=mode)
+        method.attach(model, resolve_targets(model))
+        method.calibrate(model, data)
+        method.finalize()
+        runs[mode] = (model, method)
+    model, seq = runs["sequential"]
+    pooled = {k: o["pooled_token"] for k, o in seq.objective.items()}
+    # a BERT sequence classifier's last FFN-out is fitted on the token its pooler reads, the others on all
+    assert sorted(pooled.values()) == [False] * 3 + [name == "bert"]
+    measured = measured_errors(model, dense, resolve_targets(model), data, pooled)
+    assert seq.objective.keys() == measured.keys() and len(measured) == 4
+    for key, found in measured.items():
+        assert seq.objective[key]["scaled"] == pytest.approx(found, rel=1e-4, abs=1e-6)
+        assert seq.objective[key]["scaled"] <= seq.objective[key]["unscaled"] + 1e-9
+        assert seq.objective[key]["residual"] is (name != "dinov2")
+    first, *later = sorted(measured, key=lambda k: next(t.layer * 2 + (t.role == "ffn_out")
+                                                          for t in seq.targets if t.name == k))
+    ind = runs["independent"][1]
+    assert torch.allclose(seq.scales[first], ind.scales[first], atol=1e-5)
+    assert any(abs(seq.objective[k]["unscaled"] - ind.objective[k]["unscaled"]) > 1e-6 for k in later)
+    assert seq._teacher is None  # the dense copy is dropped once the cut is rescaled
+
+
+def test_rescale_off_keeps_the_fisher_choice_unscaled():
+    dense = tiny_family_model("bert")
+    model = copy.deepcopy(dense)
+    method = FisherStructuredPruner(target=0.5, align=1, rescale="off")
+    method.attach(model, resolve_targets(model))
+    method.calibrate(model, batches("bert"))
+    method.finalize()
+    assert method.scales == {} and method.objective == {}
+    for t in method.targets:  # every weight is the dense one or zero (removed)
+        kept, before = t.linear_weight, dict(dense.named_modules())[t.name].weight
+        assert torch.all((kept == before) | (kept == 0))
+    with pytest.raises(Exception, match="Unknown rescaling"):
+        FisherStructuredPruner(target=0.5, rescale="bogus")

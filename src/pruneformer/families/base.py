@@ -38,6 +38,12 @@ class Family:
     ``head_module``: the task head's last name (``classifier``; decoders' sequence classifiers call it ``score``),
     what ``--keep-fp32 classifier`` keeps in fp32. ``config_equals``: config values the layout assumes (ALBERT's
     single layer group); another value is refused in one line when the model is first looked at.
+    ``residual_inputs``: output role -> (module path inside a layer, argument index, argument name) of the call
+    that receives the residual stream the role's output is added to (BERT's ``attention.output(hidden, input)``;
+    a pre-norm decoder's layer input and post-attention norm), so a rescaling can match the residual sum;
+    a family without it is matched on the Linear's output alone. ``pooled_token``: the position a sequence
+    classifier reads from the last layer (BERT's pooler: token 0), None where it reads more (a decoder's last
+    real token, DINOv2's class token with the patches' mean).
     """
 
     name: str
@@ -56,6 +62,8 @@ class Family:
     activation_config_key: str = "hidden_act"
     head_module: str = "classifier"
     config_equals: Mapping[str, Any] = field(default_factory=dict)
+    residual_inputs: Mapping[str, tuple[str, int, str]] = field(default_factory=dict)
+    pooled_token: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property

@@ -15,7 +15,10 @@ LLAMA_ROLES = {
     "ffn_in": "mlp.up_proj",
     "ffn_out": "mlp.down_proj",
 }
+#: A pre-norm decoder adds o_proj's output to the layer's input, down_proj's to the post-attention norm's input.
+LLAMA_RESIDUALS = {"attn_out": ("", 0, "hidden_states"), "ffn_out": ("post_attention_layernorm", 0, "hidden_states")}
 
 LLAMA = register_family(Family("llama", ("llama", "mistral"), "layers", LLAMA_ROLES, attention_path="self_attn",
                                causal_lm=True, rotary=True, cut="module-swap",
-                               kv_head_config_key="num_key_value_heads", head_module="score"))
+                               kv_head_config_key="num_key_value_heads", head_module="score",
+                               residual_inputs=LLAMA_RESIDUALS))

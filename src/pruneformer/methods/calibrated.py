@@ -13,7 +13,7 @@ is the point (the memory of one layer, not of the model).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -27,13 +27,17 @@ from .base import PruningMethod
 class CalibrationConfig(Settings):
     """Calibrated one-shot methods on a task (alps, sparsegpt, wanda, their -retrain recipes)."""
 
-    flags: ClassVar[dict[str, str]] = {"calib-samples": "samples", "dampening": "dampening"}
+    flags: ClassVar[dict[str, str]] = {"calib-samples": "samples", "dampening": "dampening", "rescale": "rescale"}
 
     samples: int = Field(512, ge=1, description="training sentences (a seeded sample) calibrating the prune")
     batch_size: int = Field(16, ge=1, description="sentences per batch (padding never enters a statistic)")
     dampening: float = Field(0.01, ge=0, description="ridge on each Gram matrix, a fraction of its mean diagonal")
     alps_rho: float = Field(0.1, gt=0, description="ALPS: starting ADMM penalty (unit-diagonal Gram)")
     alps_max_iter: int = Field(300, ge=1, description="ALPS: most ADMM iterations per layer")
+    rescale: Literal["sequential", "independent", "off"] = Field(
+        "sequential", description="fisher-structured: least-squares scales of the kept units, fitted layer by layer "
+        "on the cut model's inputs against the dense model's output and residual (sequential, Kwon et al.), on "
+        "the dense model's inputs alone (independent), or none (off)")
 
 
 class CalibratedPruner(PruningMethod):

@@ -87,6 +87,7 @@ def run_structured(run: Run, dense_scores: dict[str, dict[str, float]], shrinker
         teachers["dense"] = copy.deepcopy(model)
         targets = resolve_targets(model)
         method = shrinker.from_config(recipe)
+        began = time.perf_counter()
         if plan.first_epochs > 0:
             distiller = mlpruning_distiller(_eager(teachers["dense"]), layers, recipe,
                                             attention=plan.attention_distill) if m.distill else None
@@ -98,6 +99,8 @@ def run_structured(run: Run, dense_scores: dict[str, dict[str, float]], shrinker
                 method.calibrate(model, run.calibration_batches(labels=True))
             result = PhaseResult(name=key)
         method.finalize()
+        if plan.first_epochs <= 0:  # a one-shot choice: its wall time is the calibration and the cut
+            result.wall_time_s = time.perf_counter() - began
         warning = method.convergence_warning()
         if warning:
             log(f"warning: {warning}")
