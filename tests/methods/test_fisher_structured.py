@@ -130,6 +130,16 @@ def test_sequential_rescaling_fits_each_layer_on_the_cut_models_own_inputs(name)
     assert any(abs(seq.objective[k]["unscaled"] - ind.objective[k]["unscaled"]) > 1e-6 for k in later)
     assert seq._teacher is None  # the dense copy is dropped once the cut is rescaled
 
+    # the run passes the dense copy it already holds: the same scales, and the copy left as it was
+    held = copy.deepcopy(dense)
+    model = copy.deepcopy(dense)
+    method = FisherStructuredPruner(target=0.5, align=1)
+    method.attach(model, resolve_targets(model))
+    method.calibrate(model, data, teacher=held)
+    method.finalize()
+    assert all(torch.equal(method.scales[k], seq.scales[k]) for k in seq.scales)
+    assert all(torch.equal(a, b) for a, b in zip(held.state_dict().values(), dense.state_dict().values()))
+
 
 def test_rescale_off_keeps_the_fisher_choice_unscaled():
     dense = tiny_family_model("bert")

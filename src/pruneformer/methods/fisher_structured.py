@@ -61,12 +61,14 @@ class FisherStructuredPruner(L1StructuredPruner):
         self._batches: Sequence[dict[str, torch.Tensor]] = ()
         self.solved: dict[str, Solved] = {}
 
-    def calibrate(self, model: nn.Module, batches: Sequence[dict[str, torch.Tensor]]) -> None:
+    def calibrate(self, model: nn.Module, batches: Sequence[dict[str, torch.Tensor]],
+                  teacher: nn.Module | None = None) -> None:
         """Fisher importance (replacing the L1 scores), from labelled batches; and what the rescaling needs: the
         dense model's input statistics (``independent``), or a copy of the dense model and the batches
-        (``sequential``, which runs after the cut)."""
+        (``sequential``, which runs after the cut): ``teacher`` when the caller holds one, else a copy."""
         if self.rescale == "sequential":
-            self._model, self._teacher, self._batches = model, copy.deepcopy(model).eval(), list(batches)
+            self._model, self._batches = model, list(batches)
+            self._teacher = teacher if teacher is not None else copy.deepcopy(model)
         outs: dict[int, dict[str, Any]] = {}
         for t in self.targets:
             if t.role in ("attn_out", "ffn_out"):

@@ -22,8 +22,9 @@ class ShrinkingMethod(PruningMethod):
     #: True: before ``finalize`` the run calls :meth:`calibrate` with labelled training batches
     calibrated: ClassVar[bool] = False
 
-    def calibrate(self, model: nn.Module, batches: Sequence[dict[str, Any]]) -> None:
-        """Read calibration batches (with labels) after ``attach`` and before ``finalize``."""
+    def calibrate(self, model: nn.Module, batches: Sequence[dict[str, Any]], teacher: nn.Module | None = None) -> None:
+        """Read calibration batches (with labels) after ``attach`` and before ``finalize``; ``teacher``: a copy of
+        the dense model the caller already holds (the method may read it and must leave it unchanged)."""
         raise NotImplementedError(f"{type(self).__name__} is not calibrated")
 
     @staticmethod

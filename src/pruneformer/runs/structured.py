@@ -96,7 +96,7 @@ def run_structured(run: Run, dense_scores: dict[str, dict[str, float]], shrinker
         else:
             method.attach(model, targets)
             if method.calibrated:  # a retraining-free choice (Fisher) reads labelled training examples
-                method.calibrate(model, run.calibration_batches(labels=True))
+                method.calibrate(model, run.calibration_batches(labels=True), teacher=teachers["dense"])
             result = PhaseResult(name=key)
         method.finalize()
         if plan.first_epochs <= 0:  # a one-shot choice: its wall time is the calibration and the cut
