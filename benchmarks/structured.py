@@ -130,6 +130,8 @@ def run_one(args, preset_name: str, preset: dict, seed: int, method: str, fracti
         recipe["mlpruning"]["score_lr"] = preset["score_lr"]
     if method == "mlpruning-block":
         recipe["mlpruning"].update(block_keep=BLOCK_KEEP, block_size=32)
+    if method == "fisher-structured" and args.allocation:
+        recipe.setdefault("calibration", {})["allocation"] = args.allocation
     report = run(build_recipe(recipe), resume=(out / "run_state.json").is_file(), progress=False, log=log)
     metric = report["primary_metric"]
     s = report["structured"]
@@ -145,8 +147,9 @@ def run_one(args, preset_name: str, preset: dict, seed: int, method: str, fracti
             "warnings": report["warnings"], "budget": preset["budget"], "qat": preset.get("qat", 0.0),
             "hardware": hardware_summary(), "int8_saturates": int8_saturates(),
             "int8_per_channel": preset["per_channel"], "steps_from": source,
-            **({"rescale": recipe.get("calibration", {}).get("rescale", "sequential")} if method == "fisher-structured"
-               else {}),
+            **({"rescale": recipe.get("calibration", {}).get("rescale", "sequential"),
+                "allocation": recipe.get("calibration", {}).get("allocation", "share")}
+               if method == "fisher-structured" else {}),
             "qat_wall_s": next((p["wall_time_s"] for p in report["phases"] if p["name"] == "phase2-qat"), None),
             **deployed_scores(report["model_dir"], preset, seed, metric), **before,
             **dense_int8(dense, preset, seed, metric)}
@@ -211,6 +214,8 @@ def main() -> int:
     parser.add_argument("--tag", default="", help="suffix of the results files and run directories (probes)")
     parser.add_argument("--finetune", type=float, help="override the preset's MLPruning fine-tune epochs")
     parser.add_argument("--score-lr", type=float, help="override the preset's MLPruning score lr")
+    parser.add_argument("--allocation", choices=["share", "search"], help="fisher-structured's calibration.allocation "
+                        "(default share; use a --tag)")
     parser.add_argument("--budget", type=float, help="override the preset's pruning budget (epochs; use a --tag)")
     parser.add_argument("--qat", type=float, help="epochs of quantization-aware fine-tuning after the budget "
                         "(qat.epochs; use a --tag); the records add the int8 scores before it")

@@ -154,3 +154,35 @@ def test_rescale_off_keeps_the_fisher_choice_unscaled():
         assert torch.all((kept == before) | (kept == 0))
     with pytest.raises(Exception, match="Unknown rescaling"):
         FisherStructuredPruner(target=0.5, rescale="bogus")
+
+
+def test_search_allocation_splits_the_weight_budget_for_the_most_importance():
+    """``allocation: search`` (Kwon et al.'s mask search, by weights): the heads and units it keeps fit the same
+    weight budget as the share choice, hold at least as much Fisher importance, and move the budget to where
+    the importance is (heads made 1000x as important: more heads than the share keeps)."""
+    model = tiny_family_model("bert")
+    searched = FisherStructuredPruner(target=0.5, align=1, allocation="search")
+    searched.attach(model, resolve_targets(model))
+    searched.calibrate(model, batches("bert"))
+    share = FisherStructuredPruner(target=0.5, align=1)
+    share.attach(model, resolve_targets(model))
+    share.importance = dict(searched.importance)
+
+    def cost_and_value(method, budgets):
+        cost = value = 0.0
+        for kind, roles in (("heads", ("query", "key", "value", "attn_out")), ("ffn_units", ("ffn_in", "ffn_out"))):
+            flat = torch.cat([v for k, v in method.importance.items() if k.endswith(kind)])
+            per = sum(t.linear_weight.numel() for t in method.targets if t.role in roles) / flat.numel()
+            cost += budgets[kind] * per
+            value += float(flat.sort(descending=True).values[:budgets[kind]].sum())
+        return cost, value
+
+    total = 0.5 * sum(t.linear_weight.numel() for t in searched.targets)
+    (cost_s, value_s), (cost_h, value_h) = cost_and_value(searched, searched.budgets()), \
+        cost_and_value(share, share.budgets())
+    assert cost_s <= total + 1e-6 and cost_h <= total + 1e-6
+    assert value_s >= value_h - 1e-9
+    searched.importance = {k: v * (1000.0 if k.endswith("heads") else 1.0) for k, v in searched.importance.items()}
+    assert searched.budgets()["heads"] > share.budgets()["heads"]
+    with pytest.raises(Exception, match="Unknown allocation"):
+        FisherStructuredPruner(target=0.5, allocation="bogus")

@@ -27,7 +27,8 @@ from .base import PruningMethod
 class CalibrationConfig(Settings):
     """Calibrated one-shot methods on a task (alps, sparsegpt, wanda, their -retrain recipes)."""
 
-    flags: ClassVar[dict[str, str]] = {"calib-samples": "samples", "dampening": "dampening", "rescale": "rescale"}
+    flags: ClassVar[dict[str, str]] = {"calib-samples": "samples", "dampening": "dampening", "rescale": "rescale",
+                                   "allocation": "allocation"}
 
     samples: int = Field(512, ge=1, description="training sentences (a seeded sample) calibrating the prune")
     batch_size: int = Field(16, ge=1, description="sentences per batch (padding never enters a statistic)")
@@ -38,6 +39,9 @@ class CalibrationConfig(Settings):
         "sequential", description="fisher-structured: least-squares scales of the kept units, fitted layer by layer "
         "on the cut model's inputs against the dense model's output and residual (sequential, Kwon et al.), on "
         "the dense model's inputs alone (independent), or none (off)")
+    allocation: Literal["share", "search"] = Field(
+        "share", description="fisher-structured: keep the target share of heads and of FFN units (share, as L1), or "
+        "split the weight budget between them to keep the most Fisher importance (search, Kwon et al.)")
 
 
 class CalibratedPruner(PruningMethod):

@@ -5,8 +5,11 @@ share of each kept over all layers, then a least-squares rescaling of the kept u
 * **Importance.** A head's (FFN unit's) mask m multiplies its slice of the attention-output (FFN-out) Linear's
   input; dL/dm at m = 1 is the sum over tokens of input * input-gradient over that slice. The empirical
   Fisher, the sum over examples of (dL/dm)^2, estimates how much the loss rises when the unit goes.
-* **Choice.** As the L1 baseline: the top ``target`` share of heads and of FFN units, over all layers, FFN
-  counts aligned (:class:`~pruneformer.methods.l1_structured.L1StructuredPruner`'s finalize).
+* **Choice** (``calibration.allocation``). ``share``: as the L1 baseline, the top ``target`` share of heads and
+  of FFN units, over all layers, FFN counts aligned (:class:`~pruneformer.methods.l1_structured.L1StructuredPruner`'s
+  finalize). ``search`` (the paper's mask search, with weights in place of MACs): the split of the weight budget
+  between heads and units whose kept heads and units hold the most Fisher importance, since both are in loss
+  units; a head costs its query/key/value rows and output columns, a unit its FFN rows and column.
 * **Rescaling** (:mod:`~pruneformer.methods.rescale`, ``calibration.rescale``): one least-squares scale per kept
   head / unit of every attention-output and FFN-out Linear, folded into its columns, so the cut model is an
   ordinary shrunk model. ``sequential`` (the default, the paper's mask tuning) fits each layer in forward order
@@ -21,6 +24,7 @@ as the L1 baseline does.
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any, ClassVar, Sequence
 
 import torch
@@ -32,6 +36,7 @@ from .l1_structured import L1StructuredPruner
 from .rescale import Solved, Statistics, apply_scales, independent_statistics, rescale_sequentially, solve_scales
 
 RESCALE_MODES = ("sequential", "independent", "off")
+ALLOCATIONS = ("share", "search")
 
 
 class FisherStructuredPruner(L1StructuredPruner):
@@ -47,12 +52,17 @@ class FisherStructuredPruner(L1StructuredPruner):
     @classmethod
     def from_config(cls, recipe: Any, masks: Any = None, steps: int = 0) -> "FisherStructuredPruner":
         c = recipe.calibration
-        return cls(recipe.mlpruning.target, align=recipe.mlpruning.align, ridge=c.dampening, rescale=c.rescale)
+        return cls(recipe.mlpruning.target, align=recipe.mlpruning.align, ridge=c.dampening, rescale=c.rescale,
+                   allocation=c.allocation)
 
-    def __init__(self, target: float, align: int = 16, ridge: float = 0.01, rescale: str = "sequential") -> None:
+    def __init__(self, target: float, align: int = 16, ridge: float = 0.01, rescale: str = "sequential",
+                 allocation: str = "share") -> None:
         super().__init__(target, align=align)
         if rescale not in RESCALE_MODES:
             raise RecipeError(f"Unknown rescaling '{rescale}'.", f"use one of: {', '.join(RESCALE_MODES)}")
+        if allocation not in ALLOCATIONS:
+            raise RecipeError(f"Unknown allocation '{allocation}'.", f"use one of: {', '.join(ALLOCATIONS)}")
+        self.allocation = allocation
         self.ridge = float(ridge)
         self.rescale = rescale
         self.stats: dict[str, Statistics] = {}
@@ -114,6 +124,32 @@ class FisherStructuredPruner(L1StructuredPruner):
             model.zero_grad(set_to_none=True)
             model.train(was_training)
         self.importance = fisher
+
+    def budgets(self) -> dict[str, int]:
+        """``share``: the target share of heads and of units; ``search``: the split of the same weight budget
+        that keeps the most Fisher importance (every head count tried, the units filling what is left)."""
+        shares = super().budgets()
+        if self.allocation == "share":
+            return shares
+        cost = {"heads": 0, "ffn_units": 0}
+        for t in self.targets:
+            cost["heads" if t.role in ("query", "key", "value", "attn_out") else "ffn_units"] += t.linear_weight.numel()
+        score = {}
+        for kind in cost:
+            flat = torch.cat([v for k, v in self.importance.items() if k.endswith(kind)]).double()
+            cost[kind] /= flat.numel()  # weights per head / unit (equal widths across layers)
+            score[kind] = torch.cat([torch.zeros(1, dtype=torch.float64), flat.sort(descending=True).values.cumsum(0)])
+        total = self.target_fraction * sum(cost[k] * (len(score[k]) - 1) for k in cost)
+        best = (-1.0, shares)
+        for heads in range(len(score["heads"])):
+            units = math.floor((total - heads * cost["heads"]) / cost["ffn_units"] + 1e-9)
+            if units < 0:
+                break
+            units = min(units, len(score["ffn_units"]) - 1)
+            value = float(score["heads"][heads] + score["ffn_units"][units])
+            if value > best[0]:
+                best = (value, {"heads": heads, "ffn_units": units})
+        return best[1]
 
     @torch.no_grad()
     def finalize(self) -> dict[str, torch.Tensor]:

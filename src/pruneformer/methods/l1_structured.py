@@ -76,13 +76,20 @@ class L1StructuredPruner(ShrinkingMethod):
             self.importance[f"layer{layer}.ffn_units"] = (w["ffn_in"].sum(1) + w["ffn_out"].sum(0)
                                                           + (w["ffn_gate"].sum(1) if "ffn_gate" in w else 0))
 
+    def budgets(self) -> dict[str, int]:
+        """How many heads and FFN units to keep over all layers: the target share of each."""
+        return {kind: math.floor(self.target_fraction * sum(v.numel() for k, v in self.importance.items()
+                                                            if k.endswith(kind)) + 1e-9)
+                for kind in ("heads", "ffn_units")}
+
     @torch.no_grad()
     def finalize(self) -> dict[str, torch.Tensor]:
+        budgets = self.budgets()
         for kind in ("heads", "ffn_units"):
             keys = [k for k in self.importance if k.endswith(kind)]
             flat = torch.cat([self.importance[k] for k in keys])
             keep = torch.zeros_like(flat, dtype=torch.bool)
-            budget = math.floor(self.target_fraction * flat.numel() + 1e-9)
+            budget = budgets[kind]
             keep[flat.topk(budget).indices] = True
             parts = dict(zip(keys, keep.split([self.importance[k].numel() for k in keys])))
             if kind == "ffn_units" and self.align > 1:
