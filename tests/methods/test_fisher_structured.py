@@ -37,7 +37,7 @@ def test_rescaling_lowers_every_layers_error(name):
     data = batches(name)
 
     scaled_model = copy.deepcopy(dense)
-    fisher = FisherStructuredPruner(target=0.5, align=1)
+    fisher = FisherStructuredPruner(target=0.5, align=1, allocation="share")  # L1's choice, on Fisher scores
     fisher.attach(scaled_model, resolve_targets(scaled_model))
     fisher.calibrate(scaled_model, data)
     assert all(torch.isfinite(v).all() and (v >= 0).all() for v in fisher.importance.values())
@@ -161,10 +161,10 @@ def test_search_allocation_splits_the_weight_budget_for_the_most_importance():
     weight budget as the share choice, hold at least as much Fisher importance, and move the budget to where
     the importance is (heads made 1000x as important: more heads than the share keeps)."""
     model = tiny_family_model("bert")
-    searched = FisherStructuredPruner(target=0.5, align=1, allocation="search")
+    searched = FisherStructuredPruner(target=0.5, align=1)  # search is the default
     searched.attach(model, resolve_targets(model))
     searched.calibrate(model, batches("bert"))
-    share = FisherStructuredPruner(target=0.5, align=1)
+    share = FisherStructuredPruner(target=0.5, align=1, allocation="share")
     share.attach(model, resolve_targets(model))
     share.importance = dict(searched.importance)
 

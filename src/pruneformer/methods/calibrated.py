@@ -40,8 +40,8 @@ class CalibrationConfig(Settings):
         "on the cut model's inputs against the dense model's output and residual (sequential, Kwon et al.), on "
         "the dense model's inputs alone (independent), or none (off)")
     allocation: Literal["share", "search"] = Field(
-        "share", description="fisher-structured: keep the target share of heads and of FFN units (share, as L1), or "
-        "split the weight budget between them to keep the most Fisher importance (search, Kwon et al.)")
+        "search", description="fisher-structured: split the weight budget between heads and FFN units to keep the "
+        "most Fisher importance (search, Kwon et al.), or keep the target share of each (share, as L1)")
 
 
 class CalibratedPruner(PruningMethod):

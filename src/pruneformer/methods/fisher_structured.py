@@ -5,11 +5,12 @@ share of each kept over all layers, then a least-squares rescaling of the kept u
 * **Importance.** A head's (FFN unit's) mask m multiplies its slice of the attention-output (FFN-out) Linear's
   input; dL/dm at m = 1 is the sum over tokens of input * input-gradient over that slice. The empirical
   Fisher, the sum over examples of (dL/dm)^2, estimates how much the loss rises when the unit goes.
-* **Choice** (``calibration.allocation``). ``share``: as the L1 baseline, the top ``target`` share of heads and
-  of FFN units, over all layers, FFN counts aligned (:class:`~pruneformer.methods.l1_structured.L1StructuredPruner`'s
-  finalize). ``search`` (the paper's mask search, with weights in place of MACs): the split of the weight budget
-  between heads and units whose kept heads and units hold the most Fisher importance, since both are in loss
-  units; a head costs its query/key/value rows and output columns, a unit its FFN rows and column.
+* **Choice** (``calibration.allocation``). ``search`` (the default; the paper's mask search, with weights in
+  place of MACs): the split of the weight budget between heads and units whose kept heads and units hold the
+  most Fisher importance, since both are in loss units; a head costs its query/key/value rows and output
+  columns, a unit its FFN rows and column. ``share``: as the L1 baseline, the top ``target`` share of heads and
+  of FFN units over all layers (:class:`~pruneformer.methods.l1_structured.L1StructuredPruner`'s finalize).
+  Either way FFN counts are aligned.
 * **Rescaling** (:mod:`~pruneformer.methods.rescale`, ``calibration.rescale``): one least-squares scale per kept
   head / unit of every attention-output and FFN-out Linear, folded into its columns, so the cut model is an
   ordinary shrunk model. ``sequential`` (the default, the paper's mask tuning) fits each layer in forward order
@@ -56,7 +57,7 @@ class FisherStructuredPruner(L1StructuredPruner):
                    allocation=c.allocation)
 
     def __init__(self, target: float, align: int = 16, ridge: float = 0.01, rescale: str = "sequential",
-                 allocation: str = "share") -> None:
+                 allocation: str = "search") -> None:
         super().__init__(target, align=align)
         if rescale not in RESCALE_MODES:
             raise RecipeError(f"Unknown rescaling '{rescale}'.", f"use one of: {', '.join(RESCALE_MODES)}")
