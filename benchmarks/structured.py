@@ -132,7 +132,8 @@ def run_one(args, preset_name: str, preset: dict, seed: int, method: str, fracti
         recipe["mlpruning"].update(block_keep=BLOCK_KEEP, block_size=32)
     if method == "fisher-structured" and args.allocation:
         recipe.setdefault("calibration", {})["allocation"] = args.allocation
-    report = run(build_recipe(recipe), resume=(out / "run_state.json").is_file(), progress=False, log=log)
+    built = build_recipe(recipe)
+    report = run(built, resume=(out / "run_state.json").is_file(), progress=False, log=log)
     metric = report["primary_metric"]
     s = report["structured"]
     before = {}
@@ -147,8 +148,7 @@ def run_one(args, preset_name: str, preset: dict, seed: int, method: str, fracti
             "warnings": report["warnings"], "budget": preset["budget"], "qat": preset.get("qat", 0.0),
             "hardware": hardware_summary(), "int8_saturates": int8_saturates(),
             "int8_per_channel": preset["per_channel"], "steps_from": source,
-            **({"rescale": recipe.get("calibration", {}).get("rescale", "sequential"),
-                "allocation": recipe.get("calibration", {}).get("allocation", "share")}
+            **({"rescale": built.calibration.rescale, "allocation": built.calibration.allocation}
                if method == "fisher-structured" else {}),
             "qat_wall_s": next((p["wall_time_s"] for p in report["phases"] if p["name"] == "phase2-qat"), None),
             **deployed_scores(report["model_dir"], preset, seed, metric), **before,

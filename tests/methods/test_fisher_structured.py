@@ -75,14 +75,14 @@ def measured_errors(student, teacher, targets, data, pooled: dict[str, bool]) ->
     where ``pooled`` says so)."""
     from pruneformer.core.targets import layer_stack_path
     from pruneformer.families.base import family_of
-    from pruneformer.methods.rescale import capture, real_rows
+    from pruneformer.methods.rescale import capture, real_rows, residual_path
 
     spots, stack = family_of(student).residual_inputs, layer_stack_path(student)
     s_mods, t_mods = dict(student.named_modules()), dict(teacher.named_modules())
     errors = {}
     for t in (t for t in targets if t.role in ("attn_out", "ffn_out")):
         spot = spots.get(t.role)
-        path = (f"{stack}.{t.layer}" + (f".{spot[0]}" if spot[0] else "")) if spot else None
+        path = residual_path(stack, t.layer, spot)
         total = 0.0
         for b in data:
             x = inputs(b)

@@ -26,18 +26,20 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Sequence, get_args
 
 import torch
 from torch import nn
 
 from ..core.structure import ShrinkSchedule
 from ..errors import RecipeError
+from .calibrated import CalibrationConfig
 from .l1_structured import L1StructuredPruner
-from .rescale import Solved, Statistics, apply_scales, independent_statistics, rescale_sequentially, solve_scales
+from .rescale import Solved, Statistics, fit, independent_statistics, rescale_sequentially
 
-RESCALE_MODES = ("sequential", "independent", "off")
-ALLOCATIONS = ("share", "search")
+#: the recipe's choices (``calibration.rescale`` / ``allocation``), checked again for direct construction
+RESCALE_MODES = get_args(CalibrationConfig.model_fields["rescale"].annotation)
+ALLOCATIONS = get_args(CalibrationConfig.model_fields["allocation"].annotation)
 
 
 class FisherStructuredPruner(L1StructuredPruner):
@@ -67,7 +69,6 @@ class FisherStructuredPruner(L1StructuredPruner):
         self.ridge = float(ridge)
         self.rescale = rescale
         self.stats: dict[str, Statistics] = {}
-        self._model: nn.Module | None = None
         self._teacher: nn.Module | None = None
         self._batches: Sequence[dict[str, torch.Tensor]] = ()
         self.solved: dict[str, Solved] = {}
@@ -78,7 +79,7 @@ class FisherStructuredPruner(L1StructuredPruner):
         dense model's input statistics (``independent``), or a copy of the dense model and the batches
         (``sequential``, which runs after the cut): ``teacher`` when the caller holds one, else a copy."""
         if self.rescale == "sequential":
-            self._model, self._batches = model, list(batches)
+            self._batches = list(batches)
             self._teacher = teacher if teacher is not None else copy.deepcopy(model)
         outs: dict[int, dict[str, Any]] = {}
         for t in self.targets:
@@ -160,19 +161,15 @@ class FisherStructuredPruner(L1StructuredPruner):
             if t.role in ("attn_out", "ffn_out"):
                 keep[t.name] = self.final_masks[f"layer{t.layer}.{'heads' if t.role == 'attn_out' else 'ffn_units'}"]
         if self.rescale == "sequential" and self._teacher is not None:
-            self.solved = rescale_sequentially(self._model, self._teacher, self.targets, keep, self._batches,
+            self.solved = rescale_sequentially(self.model, self._teacher, self.targets, keep, self._batches,
                                                self.ridge)
-            self._model, self._teacher, self._batches = None, None, ()  # the copy is not kept past the cut
+            self._teacher, self._batches = None, ()  # the copy is not kept past the cut
         elif self.rescale == "independent":
             for t in self.targets:
-                if t.name not in keep or f"{t.layer}.{t.role}" not in self.stats:
-                    continue
-                width = t.shape[1] // keep[t.name].numel()
-                columns = keep[t.name].repeat_interleave(width).nonzero().flatten().cpu()
-                if len(columns):
-                    self.solved[t.name] = solve_scales(self.stats[f"{t.layer}.{t.role}"], t.linear_weight, columns,
-                                                       width, self.ridge)
-                    apply_scales(t, columns, width, self.solved[t.name].scale.float())
+                stats = self.stats.get(f"{t.layer}.{t.role}")
+                solved = fit(t, keep[t.name], stats, self.ridge) if t.name in keep and stats else None
+                if solved is not None:
+                    self.solved[t.name] = solved
         self.scales = {name: s.scale.float() for name, s in self.solved.items()}
         #: each output Linear's squared error on the calibration tokens, as cut ("unscaled") and rescaled
         self.objective = {name: s.record() for name, s in self.solved.items()}

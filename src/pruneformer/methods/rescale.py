@@ -101,6 +101,32 @@ def solve_scales(stats: Statistics, weight: torch.Tensor, columns: torch.Tensor,
     return Solved(scale, unscaled, float(scale @ gram @ scale - 2 * rhs @ scale) + stats.yy)
 
 
+def kept_columns(target: Target, units: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """The input columns of an output Linear that ``units`` (its kept-head / kept-unit mask) keeps, and the
+    columns per head / unit."""
+    width = target.shape[1] // units.numel()
+    return units.repeat_interleave(width).nonzero().flatten().cpu(), width
+
+
+def residual_path(stack: str, layer: int, spot: tuple[str, int, str] | None) -> str | None:
+    """The qualified name of the module whose call receives a layer's residual stream
+    (:attr:`~pruneformer.families.base.Family.residual_inputs`), None where the family names none."""
+    if spot is None:
+        return None
+    return f"{stack}.{layer}" + (f".{spot[0]}" if spot[0] else "")
+
+
+def fit(target: Target, units: torch.Tensor, stats: Statistics, ridge: float) -> Solved | None:
+    """Solve the kept columns' scales from ``stats`` and fold them into the target's weight; None when the
+    target keeps nothing."""
+    columns, width = kept_columns(target, units)
+    if not len(columns):
+        return None
+    solved = solve_scales(stats, target.linear_weight, columns, width, ridge)
+    apply_scales(target, columns, width, solved.scale.float())
+    return solved
+
+
 def apply_scales(target: Target, columns: torch.Tensor, width: int, scale: torch.Tensor) -> None:
     """Fold per-head / per-unit scales into the kept columns of the target's weight, in place."""
     weight = target.linear_weight
@@ -169,14 +195,10 @@ def rescale_sequentially(student: nn.Module, teacher: nn.Module, targets: Sequen
     solved: dict[str, Solved] = {}
     try:
         for t in order:
-            units = keep[t.name]
-            width = t.shape[1] // units.numel()
-            columns = units.repeat_interleave(width).nonzero().flatten().cpu()
-            if not len(columns):
+            if not keep[t.name].any():
                 continue
             spot = residual_at.get(t.role)
-            path = f"{stack}.{t.layer}" + (f".{spot[0]}" if spot and spot[0] else "") if spot else None
-            weight = t.linear_weight
+            path = residual_path(stack, t.layer, spot)
             bias = t.module.bias.detach() if getattr(t.module, "bias", None) is not None else None
             stats = Statistics.empty(t.shape[1], t.shape[0])
             on_pooled = pooled is not None and t.layer == last and t.role == "ffn_out"
@@ -194,9 +216,8 @@ def rescale_sequentially(student: nn.Module, teacher: nn.Module, targets: Sequen
                     stats.add(cut["x"][:, pooled], y[:, pooled])
                 else:
                     stats.add(real_rows(cut["x"], mask), real_rows(y, mask))
-            result = solve_scales(stats, weight, columns, width, ridge)
+            result = fit(t, keep[t.name], stats, ridge)
             result.extra = {"residual": bool(spot), "tokens": stats.tokens, "pooled_token": on_pooled}
-            apply_scales(t, columns, width, result.scale.float())
             solved[t.name] = result
     finally:
         student.train(was[0]), teacher.train(was[1])
